@@ -1,0 +1,5 @@
+import sys
+
+from tsf.cli import main
+
+sys.exit(main())
