@@ -1,0 +1,139 @@
+"""`python -m tsf data {manifest,check,synth,bench}`: build manifests, pre-flight check videos,
+generate the synthetic data, measure loading throughput.
+
+Only argparse is imported here; torch and the decoders load when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TASKS = ("appearance", "motion")  # tsf.data.synth.TASKS, kept here so that --help stays light
+READERS = ("auto", "decord", "pyav")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="{manifest,check,synth,bench}", required=True)
+
+    manifest = sub.add_parser("manifest", help="stratified train/val CSVs and classes.txt from ROOT/<class>/<video>",
+                              description="Write train.csv, val.csv (path,label; paths relative to --out) and classes.txt "
+                                          "from a folder-per-class tree, holding out --val-fraction of each class.")
+    manifest.add_argument("root", type=Path, help="folder with one subfolder of videos per class")
+    manifest.add_argument("--out", type=Path, required=True, help="where train.csv, val.csv and classes.txt go")
+    manifest.add_argument("--val-fraction", type=float, default=0.2, help="share of each class in val (default: 0.2)")
+    manifest.add_argument("--seed", type=int, default=0, help="shuffling seed (default: 0)")
+
+    check = sub.add_parser("check", help="open every video of a manifest, count frames, decode a clip; report the bad ones",
+                           description="Pre-flight check: every row is opened, its frames counted and a clip decoded. "
+                                       "Exit code 0 when all are good, 1 when some are bad, 2 when the manifest cannot be read.")
+    check.add_argument("manifest", type=Path, help="CSV (path,label[,start,end]), Kinetics `path label_id` file, "
+                                                   "SSv2 split file or folder-per-class root")
+    check.add_argument("--classes", type=Path, help="class list (default: classes.txt beside the manifest)")
+    check.add_argument("--num-frames", type=int, default=8, help="frames a clip needs; fewer is too short (default: 8)")
+    check.add_argument("--reader", choices=READERS, default="auto", help="video decoder (default: auto)")
+    check.add_argument("--workers", type=int, help="checking processes (default: all cores)")
+    check.add_argument("--report", type=Path, help="write the JSON report here")
+    check.add_argument("--write-clean", type=Path, metavar="CSV", help="write the good rows here as path,label[,start,end]")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    synth = sub.add_parser("synth", help="write the synthetic appearance or motion videos (H.264 .mp4 + CSVs)",
+                           description="Synthetic videos: 'appearance' (class = colour of a square) or 'motion' "
+                                       "(class = direction a square moves; every frame looks alike across classes).")
+    synth.add_argument("--task", choices=TASKS, required=True, help="which task")
+    synth.add_argument("--out", type=Path, help="folder to write (default: data/synthetic/<task> of the checkout)")
+    synth.add_argument("--videos-per-class", type=int, default=80, help="train + val videos per class (default: 80)")
+    synth.add_argument("--frames", type=int, default=8, help="frames per video (default: 8, the clip length)")
+    synth.add_argument("--size", type=int, default=32, help="frame side in pixels, even (default: 32)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same videos (default: 0)")
+    synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each class in val (default: 0.2)")
+
+    bench = sub.add_parser("bench", help="clips/s of tsf's loader vs decoding whole videos, one worker",
+                           description="Encode a 256p H.264 test video and time one worker loading 8x224 clips with "
+                                       "tsf's loader and by decoding the whole video.")
+    bench.add_argument("--num-frames", type=int, default=8, help="frames per clip (default: 8)")
+    bench.add_argument("--crop-size", type=int, default=224, help="clip side (default: 224)")
+    bench.add_argument("--sampling-rate", type=int, default=8, help="dense sampling stride (default: 8)")
+    bench.add_argument("--height", type=int, default=256, help="test video height (default: 256)")
+    bench.add_argument("--gops", type=int, nargs="+", default=[60, 250], help="keyframe intervals to test (default: 60 250)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repetitions, median reported (default: 3)")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .manifest import ManifestError
+
+    command = {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench}[args.data_command]
+    try:
+        return command(args)
+    except (ManifestError, FileNotFoundError, ValueError) as error:
+        print(f"tsf data {args.data_command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from .manifest import load_classes, read_manifest, write_split_manifests
+
+    written = write_split_manifests(args.root, args.out, args.val_fraction, args.seed)
+    classes = load_classes(written["classes"])
+    counts = {split: len(read_manifest(written[split], classes=classes).samples) for split in ("train", "val")}
+    print(f"{len(classes)} classes; train {counts['train']} videos -> {written['train']}; "
+          f"val {counts['val']} videos -> {written['val']}; classes -> {written['classes']}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import STATUSES, check_manifest
+    from .manifest import load_classes
+
+    classes = load_classes(args.classes) if args.classes is not None else None
+    report = check_manifest(args.manifest, classes=classes, num_frames=args.num_frames, reader=args.reader,
+                            workers=args.workers, progress=not args.no_progress, report=args.report,
+                            write_clean=args.write_clean)
+    width = max(len(s) for s in STATUSES)
+    print(f"{report['manifest']}: {report['ok'] + report['bad']} rows")
+    for status in STATUSES:
+        print(f"  {status.replace('_', ' '):<{width}}  {report['counts'][status]:>7}")
+    bad = [f for f in report["files"] if f["status"] != "ok"]
+    for entry in bad[:50]:
+        print(f"{entry['status']}: {entry['path']} ({entry['where']}): {entry['reason']}")
+    if len(bad) > 50:
+        print(f"... and {len(bad) - 50} more" + (f" (all in {args.report})" if args.report else " (--report lists all)"))
+    if args.report:
+        print(f"report: {args.report}")
+    if args.write_clean:
+        print(f"good rows: {args.write_clean}")
+    return 0 if not bad else 1
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import time
+
+    from .synth import TASKS as CLASSES
+    from .synth import generate
+
+    started = time.perf_counter()
+    out = generate(args.task, args.out, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
+                   seed=args.seed, val_fraction=args.val_fraction)
+    print(f"{args.task}: {len(CLASSES[args.task]) * args.videos_per_class} videos in {time.perf_counter() - started:.1f} s -> {out} "
+          f"(train.csv, val.csv, classes.txt)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import benchmark_loading
+
+    result = benchmark_loading(num_frames=args.num_frames, crop_size=args.crop_size, sampling_rate=args.sampling_rate,
+                               height=args.height, gops=args.gops, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    settings = result["settings"]
+    print(f"{settings['video']}; clip: {settings['clip']}; one worker, one thread")
+    for gop, readers in result["by_gop"].items():
+        for reader, row in readers.items():
+            print(f"  keyframe every {gop:>3} frames, {reader:<6}: tsf {row['tsf_clips_per_s']:6.1f} clips/s, "
+                  f"whole-video decoding {row['full_decode_clips_per_s']:6.1f} clips/s -> {row['speedup']:.1f}x")
+    print(f"speedup per worker ({result['headline']}): {result['speedup_per_worker']:.1f}x")
+    return 0
