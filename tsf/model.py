@@ -124,7 +124,9 @@ class Attention(nn.Module):
 
     Fused (``F.scaled_dot_product_attention``, flash/memory-efficient kernels) unless
     ``fused`` is False; the explicit path materialises the probabilities and passes them through
-    ``attn_probs`` (an identity) so that hooks can record them (see ``tsf.attention``).
+    ``attn_probs`` (an identity) so that hooks can record them (see ``tsf.attention``). On CPU the
+    fused path computes sequences of at most 16 tokens (temporal attention) with batched matmuls,
+    faster there than the flash kernel; nothing passes through ``attn_probs`` on the fused path.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
@@ -138,19 +140,38 @@ class Attention(nn.Module):
         self.attn_probs = nn.Identity()
         self.fused = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        # (B, L, 3D) -> (3, B, heads, L, D/heads)
-        q, k, v = self.qkv(x).reshape(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``(B, L, 3D)`` projected queries, keys and values -> ``(B, L, D)`` heads' outputs (before ``proj``)."""
+        B, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        # (B, L, 3D) -> (3, B, heads, L, D/heads): views of the qkv output
+        q, k, v = qkv.reshape(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
         drop = self.attn_drop if self.training else 0.0
-        if self.fused:
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        else:
+        if not self.fused:
             attn = self.attn_probs(((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1))
             x = F.dropout(attn, drop, self.training) @ v
-        # (B, heads, L, D/heads) -> (B, L, D)
-        x = x.transpose(1, 2).reshape(B, L, D)
-        return self.proj_drop(self.proj(x))
+        elif L <= _SHORT_SEQUENCE and not drop and qkv.device.type == "cpu" and _autocast_dtype("cpu") is None:
+            # CPU, short sequences (temporal attention over T frames): batched matmuls beat the
+            # flash kernel, which is tuned for long sequences (~1.6x forward, ~2x forward+backward)
+            if torch.is_grad_enabled():
+                return _ShortAttention.apply(qkv, self.num_heads, self.scale)
+            x = torch.matmul(q, k.transpose(-2, -1)).mul_(self.scale).softmax(dim=-1) @ v
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        # (B, heads, L, D/heads) -> (B, L, D); a view when the kernel wrote (B, L, heads, D/heads),
+        # as the CPU flash kernel does for these strided q/k/v
+        return x.transpose(1, 2).reshape(B, L, D)
+
+    def attend_queries(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """Fused attention of ``(B, Lq, D)`` queries over ``(B, L, 2D)`` keys and values -> ``(B, Lq, D)``."""
+        B, Lq, D = q.shape
+        L, Dh = kv.shape[1], D // self.num_heads
+        q = q.reshape(B, Lq, self.num_heads, Dh).transpose(1, 2)
+        k, v = kv.reshape(B, L, 2, self.num_heads, Dh).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return x.transpose(1, 2).reshape(B, Lq, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_drop(self.proj(self.attend(self.qkv(x))))
 
 
 class Mlp(nn.Module):
@@ -187,8 +208,19 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+        self._shortcuts = True  # fold + class-token-only last block; count_flops turns them off
 
-    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, cls_only: bool = False) -> torch.Tensor:
+        """``(B, L, D)`` tokens -> ``(B, L, D)``; with ``cls_only``, just the class token ``(B, 1, D)``,
+        skipping what only the patch tokens' outputs need (``forward_features`` asks this of the
+        last block, whose patch tokens nobody reads, when ``cls_only_applies()``)."""
+        if self._lean_path_applies():
+            return self._forward_lean(x, num_frames, cls_only)
+        x = self._forward_reference(x, num_frames)
+        return x[:, :1] if cls_only else x
+
+    def _forward_reference(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The block written plainly, module by module (taken under hooks and ``torch.compile``)."""
         if self.attention_type != "divided_space_time":
             x = x + self.drop_path(self.attn(self.norm1(x)))
             return x + self.drop_path(self.mlp(self.norm2(x)))
@@ -213,6 +245,302 @@ class Block(nn.Module):
 
         x = torch.cat((cls_token + res_cls, patches + res_patches), dim=1)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    # -- the lean path: same maths, less memory, fewer copies and FLOPs ---------------------------
+    # Training: LayerNorm+Linear and GELU+Linear are autograd functions that keep only their input
+    # and recompute the LayerNorm / GELU output in the backward pass (cheap elementwise work), so a
+    # block saves ~16 token-widths of activations instead of ~23 (CPU, base 8x224: 0.65x the step
+    # memory of transformers' Timesformer, and a faster step). Inference (eval, no grad): in-place
+    # GELU and residual adds on tensors the block owns (never on its input), and temporal_attn.proj
+    # followed by temporal_fc folded into one Linear (two linear maps in a row). Both: in the last
+    # block only the class token is carried through the spatial attention's queries, the
+    # projection and the MLP (the head reads nothing else): ~5% of the model's FLOPs skipped.
+    def _lean_path_applies(self) -> bool:
+        if _is_compiling():  # inductor fuses and rematerialises the reference path itself
+            return False
+        mlp, attns = self.mlp, [self.attn]
+        norms, linears = [self.norm1, self.norm2], [self.attn.qkv, self.attn.proj, mlp.fc1, mlp.fc2]
+        if self.attention_type == "divided_space_time":
+            attns.append(self.temporal_attn)
+            norms.append(self.temporal_norm1)
+            linears += [self.temporal_attn.qkv, self.temporal_attn.proj, self.temporal_fc]
+        return (
+            all(type(m) is nn.LayerNorm and m.weight is not None and m.bias is not None for m in norms)
+            # training needs plain Linears (their weights enter the autograd functions); inference
+            # calls the linear modules, so tsf.quantize's int8 layers take this path too
+            and (not torch.is_grad_enabled() or all(type(m) is nn.Linear for m in linears))
+            and type(mlp.act) is nn.GELU
+            and (not self.training or mlp.drop.p == 0.0)
+            and _hookless(self, mlp, mlp.act, *attns, *norms, *linears)
+        )
+
+    def cls_only_applies(self) -> bool:
+        """Whether ``forward(..., cls_only=True)`` may skip work: not when hooks watch the block or
+        its spatial attention probabilities, nor on the explicit path (attention maps need every
+        query), nor while ``count_flops`` counts the architecture's FLOPs."""
+        return self._lean_path_applies() and self._shortcuts and self.attn.fused and _hookless(self.attn.attn_probs)
+
+    def _mlp_lean(self, x: torch.Tensor) -> torch.Tensor:
+        mlp = self.mlp
+        return _gelu_linear(mlp.act, mlp.fc2, _layer_norm_linear(self.norm2, x, mlp.fc1))
+
+    def _residual_mlp(self, x: torch.Tensor, infer: bool) -> torch.Tensor:
+        return x.add_(self._mlp_lean(x)) if infer else x + self.drop_path(self._mlp_lean(x))
+
+    def _cls_attention(self, xs: torch.Tensor) -> torch.Tensor:
+        """Spatial attention output ``(S, 1, D)`` of the first (class) token of each of the S
+        sequences in ``xs`` ``(S, L, D)``: keys and values of every token, one query per sequence."""
+        a, D = self.attn, xs.shape[-1]
+        if type(a.qkv) is nn.Linear:
+            w, b = a.qkv.weight, a.qkv.bias
+            q = _layer_norm_linear(self.norm1, xs[:, :1], w[:D], None if b is None else b[:D])
+            kv = _layer_norm_linear(self.norm1, xs, w[D:], None if b is None else b[D:])
+        else:  # e.g. int8: the module computes all three
+            qkv = a.qkv(self.norm1(xs))
+            q, kv = qkv[:, :1, :D], qkv[..., D:]
+        return self.drop_path(a.proj_drop(a.proj(a.attend_queries(q, kv))))
+
+    def _forward_lean(self, x: torch.Tensor, num_frames: int, cls_only: bool = False) -> torch.Tensor:
+        infer = not self.training and not torch.is_grad_enabled()
+        cls_only = cls_only and self.cls_only_applies()
+        if self.attention_type != "divided_space_time":
+            if cls_only:
+                res = self._cls_attention(x)
+                x = x[:, :1]
+            else:
+                a = self.attn
+                res = self.drop_path(a.proj_drop(a.proj(a.attend(_layer_norm_linear(self.norm1, x, a.qkv)))))
+            return self._residual_mlp(_add_into(res, x) if infer else x + res, infer)
+
+        B, L, D = x.shape
+        T = num_frames
+        N = (L - 1) // T
+        cls_token, patches = x[:, :1], x[:, 1:]
+
+        # temporal: LayerNorm and qkv act per token, so they run on the (B, N*T, D) stream as it
+        # is; the (B*N, T) sequences, one per patch, are a view of the qkv output
+        t = self.temporal_attn
+        a = t.attend(_layer_norm_linear(self.temporal_norm1, patches, t.qkv).view(B * N, T, 3 * D))
+        if infer and self._shortcuts and type(t.proj) is nn.Linear and type(self.temporal_fc) is nn.Linear:
+            patches = _add_into(F.linear(a, *self._folded_temporal_projection()).view(B, N * T, D), patches)
+        else:
+            res = self.drop_path(t.proj_drop(t.proj(a)))  # (B*N, T, D)
+            res = self.temporal_fc(res.view(B, N * T, D))
+            patches = _add_into(res, patches) if infer else patches + res
+
+        # spatial: one (1+N)-token sequence per frame, the class token prepended to each; one copy
+        xs = torch.cat((cls_token.unsqueeze(1).expand(B, T, 1, D), patches.view(B, N, T, D).transpose(1, 2)), dim=2)
+        xs = xs.view(B * T, 1 + N, D)
+        if cls_only:
+            res_cls = self._cls_attention(xs).view(B, T, D).mean(dim=1, keepdim=True)
+            return self._residual_mlp(_add_into(res_cls, cls_token) if infer else cls_token + res_cls, infer)
+        s = self.attn
+        res = self.drop_path(s.proj_drop(s.proj(s.attend(_layer_norm_linear(self.norm1, xs, s.qkv)))))
+        res = res.view(B, T, 1 + N, D)
+        res_cls = res[:, :, 0].mean(dim=1, keepdim=True)  # (B, 1, D)
+        res_patches = res[:, :, 1:].transpose(1, 2)  # (B, N, T, D) view, back to patch-major order
+        if infer:
+            x = torch.empty_like(x)
+            torch.add(cls_token, res_cls, out=x[:, :1])
+            torch.add(patches.view(B, N, T, D), res_patches, out=x[:, 1:].view(B, N, T, D))
+        else:
+            x = torch.cat((cls_token + res_cls, (patches.view(B, N, T, D) + res_patches).reshape(B, N * T, D)), dim=1)
+        return self._residual_mlp(x, infer)
+
+    def _folded_temporal_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``temporal_fc(proj(a))`` as one linear map ``(W_fc W_proj, W_fc b_proj + b_fc)`` (eval only:
+        dropout and drop path sit between the two in training).
+
+        On CPU the product is cached and recomputed when any of the four tensors changes: keyed on
+        their storage and version counters (optimiser steps, ``load_state_dict``, in-place edits)
+        plus their sums (edits through ``.data``, which bypass version counters). On GPU it is
+        recomputed every forward: 0.9 GFLOP is nothing there, and the check would synchronise.
+        """
+        proj, fc = self.temporal_attn.proj, self.temporal_fc
+        tensors = (proj.weight, proj.bias, fc.weight, fc.bias)
+        with torch.inference_mode(False), torch.no_grad(), _autocast_off(proj.weight.device.type):
+            if proj.weight.device.type != "cpu":
+                return fc.weight @ proj.weight, torch.addmv(fc.bias, fc.weight, proj.bias)
+            key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+            sums = torch.stack([t.sum() for t in tensors])
+            cache = self.__dict__.get("_fold_cache")
+            if cache is None or cache[0] != key or not torch.equal(cache[1], sums):
+                cache = (key, sums, fc.weight @ proj.weight, torch.addmv(fc.bias, fc.weight, proj.bias))
+                self.__dict__["_fold_cache"] = cache
+            return cache[2], cache[3]
+
+
+# -- lean building blocks ----------------------------------------------------------------------
+_SHORT_SEQUENCE = 16  # CPU inference: attention over at most this many tokens uses two matmuls
+
+
+def _add_into(owned: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``owned + other``, in place in ``owned`` (a tensor the caller made) when that keeps the dtype
+    the sum would have (under autocast a bf16 branch output must not demote the fp32 stream)."""
+    if owned.dtype == torch.result_type(owned, other):
+        return owned.add_(other)
+    return other + owned
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+def _hookless(*modules: nn.Module) -> bool:
+    """True when no forward (pre-)hook, global or per module, would notice a module being bypassed."""
+    from torch.nn.modules import module as module_mod
+
+    if module_mod._global_forward_hooks or module_mod._global_forward_pre_hooks:
+        return False
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast compute dtype on ``device_type``, None when autocast is off."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        return None
+
+
+def _autocast_off(device_type: str):
+    import contextlib
+
+    return torch.autocast(device_type, enabled=False) if _autocast_dtype(device_type) else contextlib.nullcontext()
+
+
+class _LayerNormLinear(torch.autograd.Function):
+    """``linear(layer_norm(x))`` that saves ``x`` (usually alive anyway as the residual stream)
+    rather than the LayerNorm output, which the backward pass recomputes. Autocast-aware: the
+    LayerNorm runs in fp32 and the matmul in the autocast dtype, as autocast would do."""
+
+    @staticmethod
+    def forward(ctx, x, ln_weight, ln_bias, eps, weight, bias):
+        device_type = x.device.type
+        dtype = _autocast_dtype(device_type)
+        ln_dtype = torch.float32 if dtype is not None else x.dtype
+        with _autocast_off(device_type):
+            xn, mean, rstd = torch.native_layer_norm(
+                x.to(ln_dtype), (x.shape[-1],), ln_weight.to(ln_dtype), ln_bias.to(ln_dtype), eps
+            )
+            dtype = dtype or xn.dtype
+            y = F.linear(xn.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+        ctx.save_for_backward(x, ln_weight, ln_bias, weight, mean, rstd)
+        ctx.eps, ctx.dtype, ctx.ln_dtype = eps, dtype, ln_dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, ln_weight, ln_bias, weight, mean, rstd = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        x_ln, w_ln, b_ln = x.to(ctx.ln_dtype), ln_weight.to(ctx.ln_dtype), ln_bias.to(ctx.ln_dtype)
+        dy = dy.to(ctx.dtype)
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        grad_w = grad_b = None
+        if needs[4]:
+            xn = torch.native_layer_norm(x_ln, (x.shape[-1],), w_ln, b_ln, ctx.eps)[0]
+            grad_w = dy2.t().mm(xn.reshape(-1, xn.shape[-1]).to(ctx.dtype)).to(weight.dtype)
+            del xn
+        if ctx.bias_dtype is not None and needs[5]:
+            grad_b = dy2.sum(0).to(ctx.bias_dtype)
+        grad_x = grad_lw = grad_lb = None
+        if needs[0] or needs[1] or needs[2]:
+            dxn = dy.matmul(weight.to(ctx.dtype)).to(ctx.ln_dtype)
+            grad_x, grad_lw, grad_lb = torch.ops.aten.native_layer_norm_backward(
+                dxn, x_ln, [x.shape[-1]], mean, rstd, w_ln, b_ln, [needs[0], needs[1], needs[2]]
+            )
+            grad_x = None if grad_x is None else grad_x.to(x.dtype)
+            grad_lw = None if grad_lw is None else grad_lw.to(ln_weight.dtype)
+            grad_lb = None if grad_lb is None else grad_lb.to(ln_bias.dtype)
+        return grad_x, grad_lw, grad_lb, None, grad_w, grad_b
+
+
+class _ShortAttention(torch.autograd.Function):
+    """Softmax attention of ``(S, L, 3D)`` packed q/k/v over many short sequences (CPU): batched
+    matmuls both ways. Saves its qkv input and the ``(S, heads, L, L)`` probabilities, no copies."""
+
+    @staticmethod
+    def forward(ctx, qkv, num_heads, scale):
+        S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.reshape(S, L, 3, num_heads, D // num_heads).permute(2, 0, 3, 1, 4)
+        probs = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(dim=-1)
+        ctx.save_for_backward(qkv, probs)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        return (probs @ v).transpose(1, 2).reshape(S, L, D)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        qkv, probs = ctx.saved_tensors
+        S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        H = ctx.num_heads
+        q, k, v = qkv.reshape(S, L, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        do = dout.reshape(S, L, H, D // H).transpose(1, 2)  # (S, heads, L, D/heads)
+        dv = probs.transpose(-2, -1) @ do
+        ds = torch._softmax_backward_data(do @ v.transpose(-2, -1), probs, -1, probs.dtype).mul_(ctx.scale)
+        dq, dk = ds @ k, ds.transpose(-2, -1) @ q
+        # (3, S, heads, L, D/heads) -> (S, L, 3, heads, D/heads): the qkv layout
+        return torch.stack((dq, dk, dv)).permute(1, 3, 0, 2, 4).reshape(S, L, 3 * D), None, None
+
+
+class _GeluLinear(torch.autograd.Function):
+    """``linear(gelu(h))`` that saves ``h`` only; the backward pass recomputes ``gelu(h)``."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, approximate):
+        device_type = h.device.type
+        dtype = _autocast_dtype(device_type)
+        with _autocast_off(device_type):
+            g = F.gelu(h, approximate=approximate)
+            dtype = dtype or g.dtype
+            y = F.linear(g.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+        ctx.save_for_backward(h, weight)
+        ctx.dtype, ctx.approximate = dtype, approximate
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        h, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        dy = dy.to(ctx.dtype)
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        grad_h = grad_w = grad_b = None
+        if needs[1]:
+            g = F.gelu(h, approximate=ctx.approximate).to(ctx.dtype)
+            grad_w = dy2.t().mm(g.reshape(-1, g.shape[-1])).to(weight.dtype)
+            del g
+        if ctx.bias_dtype is not None and needs[2]:
+            grad_b = dy2.sum(0).to(ctx.bias_dtype)
+        if needs[0]:
+            dg = dy.matmul(weight.to(ctx.dtype)).to(h.dtype)
+            grad_h = torch.ops.aten.gelu_backward(dg, h, approximate=ctx.approximate)
+        return grad_h, grad_w, grad_b, None
+
+
+def _layer_norm_linear(norm: nn.LayerNorm, x: torch.Tensor, linear, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``linear(norm(x))``; ``linear`` is a module, or a weight tensor with ``bias``."""
+    if isinstance(linear, nn.Module):
+        if not torch.is_grad_enabled():
+            return linear(norm(x))
+        linear, bias = linear.weight, linear.bias
+    if torch.is_grad_enabled():
+        return _LayerNormLinear.apply(x, norm.weight, norm.bias, norm.eps, linear, bias)
+    return F.linear(norm(x), linear, bias)
+
+
+def _gelu_linear(act: nn.GELU, linear: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled():
+        return _GeluLinear.apply(h, linear.weight, linear.bias, act.approximate)
+    return linear(torch.ops.aten.gelu_(h, approximate=act.approximate))  # h: a fresh fc1 output
 
 
 class TimeSformer(nn.Module):
@@ -380,11 +708,14 @@ class TimeSformer(nn.Module):
         """The normalised class-token embedding ``(B, D)``, the input of the head."""
         B, T = x.shape[0], x.shape[2]
         x = self.embed(x)
-        for block in self.blocks:
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # only the class token leaves the last block: skip the rest of its work when allowed
+            cls_only = i == last and block.cls_only_applies()
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, T, use_reentrant=False)
+                x = checkpoint(block, x, T, cls_only, use_reentrant=False)
             else:
-                x = block(x, T)
+                x = block(x, T, cls_only)
         if self.config.attention_type == "space_only":
             # (B*T, 1+N, D) -> (B, T, 1+N, D) -> frame average
             x = x.reshape(B, T, *x.shape[1:]).mean(dim=1)
@@ -414,8 +745,16 @@ def count_flops(model: TimeSformer, num_frames: Optional[int] = None, img_size: 
     cfg = model.config
     clip = torch.zeros(1, cfg.in_chans, num_frames or cfg.num_frames, img_size or cfg.img_size, img_size or cfg.img_size)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(clip.to(model.cls_token.device))
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    shortcuts = [b._shortcuts for b in blocks]
+    try:
+        for b in blocks:  # the architecture's FLOPs, not those of the lean inference path
+            b._shortcuts = False
+        with counter, torch.no_grad():
+            model(clip.to(model.cls_token.device))
+    finally:
+        for b, shortcut in zip(blocks, shortcuts):
+            b._shortcuts = shortcut
     return counter.get_total_flops()
 
 
