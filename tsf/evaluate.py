@@ -1,0 +1,406 @@
+"""Evaluation with the paper's multi-view protocol: the softmax of every view of a video
+(``temporal_clips`` clips x ``spatial_crops`` crops) is averaged, then scored.
+
+Reports top-1, top-5, mean-class accuracy (the mean of per-class recalls over the classes
+present), the loss of the averaged prediction, a confusion matrix (rows: true class, columns:
+predicted) and one row per video. The paper's Kinetics protocol is 1 temporal clip x 3 spatial
+crops (left/centre/right) at the training crop size, which is this module's default.
+
+``python -m tsf evaluate --checkpoint CKPT --data DIR`` or, in Python::
+
+    result = tsf.evaluate.evaluate(model, "data/appearance", temporal_clips=1, spatial_crops=3)
+    result.top1, result.confusion_matrix, result.save("eval/")
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import distributed
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-video averaged predictions and the metrics computed from them.
+
+    Args:
+        video_ids: each video's ``index`` in the dataset's manifest, ascending.
+        labels: true class per video.
+        probabilities: ``(videos, classes)`` softmax averaged over the video's views.
+        views: number of views averaged per video.
+        class_names: class id -> name (``class_<id>`` when the model and data carry none).
+        paths: video file per video, when the dataset knows them.
+    """
+
+    video_ids: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray
+    views: np.ndarray
+    class_names: list[str]
+    paths: Optional[list[str]] = None
+
+    def __post_init__(self):
+        num_classes = self.probabilities.shape[1]
+        predicted = self.probabilities.argmax(1)
+        k = min(5, num_classes)
+        top_k = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        self.num_videos = len(self.labels)
+        self.top1 = float((predicted == self.labels).mean()) if self.num_videos else 0.0
+        self.top5 = float((top_k == self.labels[:, None]).any(1).mean()) if self.num_videos else 0.0
+        true_prob = self.probabilities[np.arange(self.num_videos), self.labels]
+        self.loss = float(-np.log(np.clip(true_prob, 1e-12, None)).mean()) if self.num_videos else 0.0
+        self.confusion_matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        np.add.at(self.confusion_matrix, (self.labels, predicted), 1)
+        present = self.confusion_matrix.sum(1) > 0
+        recalls = self.confusion_matrix.diagonal()[present] / self.confusion_matrix.sum(1)[present]
+        self.mean_class_accuracy = float(recalls.mean()) if present.any() else 0.0
+        self.predicted = predicted
+        self.top_k = top_k
+
+    def summary(self) -> dict:
+        """The metrics as plain JSON-ready values."""
+        return {
+            "videos": self.num_videos,
+            "views_per_video": int(self.views.max()) if self.num_videos else 0,
+            "top1": self.top1,
+            "top5": self.top5,
+            "top5_k": self.top_k.shape[1],  # 5, or the class count when there are fewer classes
+            "mean_class_accuracy": self.mean_class_accuracy,
+            "loss": self.loss,
+            "classes": len(self.class_names),
+        }
+
+    def rows(self) -> list[dict]:
+        """One dict per video: id, path, true and predicted class, its probability, the top-k."""
+        names = self.class_names
+        rows = []
+        for i in range(self.num_videos):
+            label, pred = int(self.labels[i]), int(self.predicted[i])
+            rows.append({
+                "index": int(self.video_ids[i]),
+                "path": self.paths[i] if self.paths else "",
+                "label": label, "label_name": names[label],
+                "predicted": pred, "predicted_name": names[pred],
+                "probability": round(float(self.probabilities[i, pred]), 6),
+                "correct": int(label == pred),
+                "views": int(self.views[i]),
+                "top_k": " ".join(names[c] for c in self.top_k[i]),
+            })
+        return rows
+
+    def save(self, out_dir: PathLike, prefix: str = "eval") -> dict[str, Path]:
+        """Write ``<prefix>_summary.json``, ``<prefix>_predictions.csv`` and ``<prefix>_confusion.csv``.
+
+        Returns:
+            The written paths by kind (``summary``, ``predictions``, ``confusion``).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {kind: out / f"{prefix}_{kind}.{ext}" for kind, ext in
+                 (("summary", "json"), ("predictions", "csv"), ("confusion", "csv"))}
+        paths["summary"].write_text(json.dumps(self.summary(), indent=2) + "\n")
+        rows = self.rows()
+        with open(paths["predictions"], "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["index"])
+            writer.writeheader()
+            writer.writerows(rows)
+        with open(paths["confusion"], "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true \\ predicted", *self.class_names])
+            for name, counts in zip(self.class_names, self.confusion_matrix):
+                writer.writerow([name, *counts.tolist()])
+        return paths
+
+    def plot_confusion(self, ax=None, normalize: bool = True):
+        """The confusion matrix as an image (rows normalised to recall when ``normalize``)."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            size = min(12, 2 + 0.4 * len(self.class_names))
+            _, ax = plt.subplots(figsize=(size, size))
+        matrix = self.confusion_matrix.astype(float)
+        if normalize:
+            matrix = matrix / np.clip(matrix.sum(1, keepdims=True), 1, None)
+        image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+        ticks = range(len(self.class_names))
+        ax.set_xticks(ticks, self.class_names, rotation=90)
+        ax.set_yticks(ticks, self.class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"top-1 {self.top1:.3f}, mean class accuracy {self.mean_class_accuracy:.3f}")
+        ax.figure.colorbar(image, ax=ax, fraction=0.046)
+        return ax
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    device: Union[str, torch.device] = "auto",
+    precision: str = "auto",
+    normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+    class_names: Optional[Sequence[str]] = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Run ``model`` over every view of ``dataset`` and average each video's softmax.
+
+    Under ``torchrun`` every process takes every world-size-th item and the per-video sums are
+    gathered, so all processes return the same result.
+
+    Args:
+        model: maps a normalised float clip batch to logits; left in the mode it came in.
+        dataset: items ``{"clip": uint8 (3, T, H, W), "label", "index" (video id), ...}``.
+        batch_size: clips per forward pass.
+        num_workers: data-loading processes.
+        device: where to run (``"auto"``: CUDA when available).
+        precision: ``"auto"`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
+        normalization: ``(mean, std)``; default ``model.config.mean``/``std``.
+        class_names: default the model's, else the dataset manifest's, else ``class_<id>``.
+        progress: show a progress bar (rank 0).
+    """
+    from .data import normalize
+    from .train import _AUTOCAST_DTYPE, resolve_precision
+
+    device = device if isinstance(device, torch.device) else distributed.resolve_device(device)
+    precision = resolve_precision(precision, device)
+    config = getattr(model, "config", None)
+    if normalization is None:
+        if config is None or not hasattr(config, "mean"):
+            raise ValueError(f"{type(model).__name__} has no config.mean/config.std: pass normalization=(mean, std)")
+        normalization = (config.mean, config.std)
+    mean, std = normalization
+    rank, world = _rank_and_world()
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    local_sums: dict[int, np.ndarray] = {}  # video id -> sum of its views' softmax
+    local_counts: dict[int, int] = {}
+    local_labels: dict[int, int] = {}
+    was_training = model.training
+    model.eval()
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader), unit="batch", desc="evaluate", dynamic_ncols=True)
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                clip = normalize(batch["clip"].to(device, non_blocking=True), mean, std)
+                with torch.autocast(device.type, dtype=_AUTOCAST_DTYPE.get(precision, torch.float32),
+                                    enabled=precision != "fp32"):
+                    logits = model(clip)
+                probs = logits.float().softmax(-1).cpu().numpy()
+                for video, label, p in zip(batch["index"].tolist(), batch["label"].tolist(), probs):
+                    local_sums[video] = local_sums[video] + p if video in local_sums else p.astype(np.float64)
+                    local_counts[video] = local_counts.get(video, 0) + 1
+                    local_labels[video] = label
+                if bar is not None:
+                    bar.update()
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    # views of one video may have been scored on different processes: merge the per-video sums
+    sums, counts, labels = {}, {}, {}
+    for part_sums, part_counts, part_labels in distributed.all_gather_objects((local_sums, local_counts, local_labels)):
+        for video, p in part_sums.items():
+            sums[video] = sums[video] + p if video in sums else p
+            counts[video] = counts.get(video, 0) + part_counts[video]
+            labels[video] = part_labels[video]
+    ids = np.array(sorted(sums), dtype=np.int64)
+    num_classes = next(iter(sums.values())).shape[0] if sums else len(class_names or [])
+    probabilities = (np.stack([sums[v] / counts[v] for v in ids]) if len(ids)
+                     else np.zeros((0, num_classes))).astype(np.float32)
+    label_array = np.array([labels[v] for v in ids], dtype=np.int64)
+    if len(label_array) and label_array.max() >= num_classes:
+        raise ValueError(
+            f"the data has label {int(label_array.max())} but the model predicts {num_classes} classes; "
+            f"fine-tune it on this label set first (python -m tsf train --init CKPT --data DIR)"
+        )
+    names = _class_names(class_names, config, dataset, num_classes)
+    return EvaluationResult(ids, label_array, probabilities, np.array([counts[v] for v in ids]), names,
+                            _video_paths(dataset, ids))
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _class_names(given, config, dataset, num_classes: int) -> list[str]:
+    manifest = getattr(dataset, "manifest", None)
+    for names in (given, getattr(config, "class_names", None), getattr(manifest, "classes", None)):
+        if names is not None and len(names) == num_classes:
+            return list(names)
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def _video_paths(dataset, ids: np.ndarray) -> Optional[list[str]]:
+    manifest = getattr(dataset, "manifest", None)
+    samples = getattr(manifest, "samples", None)
+    if samples is None:
+        return None
+    return [str(samples[i].path) for i in ids]
+
+
+def evaluate(
+    model: nn.Module,
+    data: Union[PathLike, Dataset],
+    split: str = "val",
+    temporal_clips: int = 1,
+    spatial_crops: int = 3,
+    sampling_rate: float = 1,
+    sampling: str = "dense",
+    target_fps: Optional[float] = None,
+    batch_size: int = 8,
+    num_workers: int = 2,
+    device: str = "auto",
+    precision: str = "auto",
+    out_dir: Optional[PathLike] = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate ``model`` on a data folder's split (or any dataset) with the multi-view protocol.
+
+    Args:
+        model: a TimeSformer (frames, crop size, normalisation and class names come from its config).
+        data: a data folder (``<split>.csv`` + ``classes.txt``) or a dataset yielding views
+            (items with ``clip``, ``label``, ``index``).
+        split: which CSV of the folder.
+        temporal_clips: clips per video, evenly spaced in time (paper, Kinetics: 1).
+        spatial_crops: crops per clip across the frame's long side (paper: 3).
+        sampling_rate: video frames per clip frame in dense sampling (Kinetics 8x224: 32 at
+            ``target_fps=30``; the synthetic data: 1).
+        sampling: ``dense`` or ``uniform`` (frames spread over the whole video, as for SSv2).
+        target_fps: count ``sampling_rate`` at this frame rate; None: in each video's own frames.
+        batch_size: clips per forward pass.
+        num_workers: data-loading processes.
+        device: ``auto``, ``cpu``, ``cuda``...
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
+        out_dir: if given, ``EvaluationResult.save`` writes the summary, predictions and confusion there.
+        progress: show a progress bar.
+    """
+    resolved = distributed.resolve_device(device)
+    dataset = data if isinstance(data, Dataset) else video_dataset(
+        model, Path(data), split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps)
+    result = evaluate_dataset(model.to(resolved), dataset, batch_size=batch_size, num_workers=num_workers,
+                              device=resolved, precision=precision, progress=progress)
+    if out_dir is not None:
+        result.save(out_dir, prefix=f"eval_{split}")
+    return result
+
+
+def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: int, spatial_crops: int,
+                  sampling_rate: float, sampling: str, target_fps: Optional[float]) -> Dataset:
+    """The evaluation views of ``root/<split>.csv`` at the model's frames and crop size; the
+    folder's classes must be the model's (by name when the model has names, else by count)."""
+    from . import data as video_data
+
+    csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
+    for path in (csv_path, classes_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
+                                    f"(written by `python -m tsf data synth` / `tsf data manifest`)")
+    classes = list(video_data.load_classes(classes_path))
+    config = model.config
+    if config.class_names is not None and list(config.class_names) != classes:
+        differ = [f"{i}: model {m!r} vs data {d!r}" for i, (m, d) in enumerate(zip(config.class_names, classes)) if m != d]
+        raise ValueError(
+            f"the model's {len(config.class_names)} classes are not {classes_path}'s {len(classes)}"
+            + (f" (first differences: {'; '.join(differ[:3])})" if differ else "")
+            + "; evaluate on data with the model's label set, or fine-tune it on this one (tsf train --init)"
+        )
+    if config.num_classes < len(classes):
+        raise ValueError(f"{classes_path} lists {len(classes)} classes but the model predicts {config.num_classes}; "
+                         f"fine-tune it on this label set first (tsf train --init CKPT --data {root})")
+    return video_data.VideoClipDataset(
+        video_data.read_manifest(csv_path, classes=classes), num_frames=config.num_frames,
+        sampling_rate=sampling_rate, sampling=sampling, train=False, crop_size=config.img_size,
+        num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops, target_fps=target_fps,
+    )
+
+
+def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Module, dict]:
+    """The model in ``checkpoint`` (anything ``tsf.from_pretrained`` reads) and the sampling it was
+    trained with, when the checkpoint says (a tsf training run or a zoo entry)."""
+    from . import zoo
+    from .weights import from_pretrained, load_checkpoint_file
+
+    model = from_pretrained(checkpoint, **({"num_heads": num_heads} if num_heads else {}))
+    sampling: dict = {}
+    entry = zoo.ZOO.get(checkpoint)
+    if entry is not None and entry.sampling_rate:  # the official dense recipes count frames at 30 fps
+        sampling = {"sampling_rate": entry.sampling_rate, "sampling": "dense", "target_fps": 30.0}
+    elif entry is not None:  # SSv2: one frame per segment
+        sampling = {"sampling": "uniform"}
+    elif Path(checkpoint).is_file():
+        saved = load_checkpoint_file(checkpoint)
+        data_config = saved.get("run_info", {}).get("data_config") if isinstance(saved, dict) else None
+        if data_config:
+            sampling = {"sampling_rate": data_config["sampling_rate"], "sampling": data_config["sampling"],
+                        "target_fps": data_config["target_fps"] or None}
+    return model, sampling
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="a run's best.pt/last.pt, an official .pyth, a Hugging Face folder or a zoo name")
+    parser.add_argument("--data", type=Path, required=True, help="data folder with <split>.csv and classes.txt")
+    parser.add_argument("--split", default="val", help="which <split>.csv to evaluate (default: val)")
+    parser.add_argument("--temporal-clips", type=int, default=1, help="clips per video, evenly spaced (paper, Kinetics: 1; default 1)")
+    parser.add_argument("--spatial-crops", type=int, default=3, help="crops per clip across the long side (paper: 3; default 3)")
+    parser.add_argument("--sampling-rate", type=float,
+                        help="video frames per clip frame, dense sampling (default: the training run's or zoo entry's, else 1)")
+    parser.add_argument("--target-fps", type=float,
+                        help="count --sampling-rate at this frame rate (default: the training run's or zoo entry's, else each video's own)")
+    parser.add_argument("--sampling", choices=("dense", "uniform"), help="clip sampling (default: as --sampling-rate)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default 8)")
+    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default 2)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16/fp16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--num-heads", type=int, help="attention heads of a checkpoint whose heads are not 64 wide")
+    parser.add_argument("--out", type=Path,
+                        help="folder for eval_<split>_{summary.json,predictions.csv,confusion.csv} "
+                             "(default: beside the checkpoint file, else the current folder)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        model, sampling = load_model(args.checkpoint, args.num_heads)
+        if args.sampling_rate is not None:
+            sampling["sampling_rate"] = args.sampling_rate
+        if args.sampling is not None:
+            sampling["sampling"] = args.sampling
+        if args.target_fps is not None:
+            sampling["target_fps"] = args.target_fps
+        out = args.out or (Path(args.checkpoint).parent if Path(args.checkpoint).is_file() else Path("."))
+        result = evaluate(model, args.data, split=args.split, temporal_clips=args.temporal_clips,
+                          spatial_crops=args.spatial_crops, batch_size=args.batch_size, num_workers=args.num_workers,
+                          device=args.device, precision=args.precision, out_dir=out, progress=not args.json, **sampling)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"tsf evaluate: {error}", file=sys.stderr)
+        return 2
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.checkpoint} on {args.data / (args.split + '.csv')}: {summary['videos']} videos x "
+              f"{summary['views_per_video']} views: top-1 {summary['top1']:.4f}, top-{summary['top5_k']} "
+              f"{summary['top5']:.4f}, mean class accuracy {summary['mean_class_accuracy']:.4f}, loss {summary['loss']:.4f}")
+        print(f"wrote {out / f'eval_{args.split}_summary.json'}, _predictions.csv, _confusion.csv")
+    return 0
