@@ -30,6 +30,7 @@ _EXPORTS = {
     "read_video_frames": "readers",
     "video_info": "readers",
     "clip_indices": "sampling",
+    "example_video": "examples",
     "ensure_synthetic": "synth",
     "generate": "synth",
     "normalize": "transforms",
