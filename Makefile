@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest
 
+# a previous demo run is moved aside, never overwritten
 demo: install
-	@echo "make demo: the notebook pipeline (00-05) is coming soon; until then see README.md's Python quick start."
+	@if [ -e runs/demo ]; then old=runs/demo-$$(date +%Y%m%d-%H%M%S); mv runs/demo $$old; echo "previous demo run moved to $$old"; fi
+	$(PY) -m tsf run $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)) --params notebooks/params/demo.yaml --out runs/demo
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
 
+# runs/ holds your results: clean leaves it alone
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) build *.egg-info
