@@ -14,7 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("tsf.data.cli", "build manifests, pre-flight check videos, generate synthetic data"),
     "run": ("tsf.run", "execute notebooks headlessly (papermill) into a run folder"),
     "bench": ("tsf.bench", "benchmark inference, training and data loading against Hugging Face transformers"),
-    "train": ("tsf.train", "train or fine-tune on a data folder; resume a run (torchrun for multi-GPU)"),
+    "recipes": ("tsf.recipes", "list the paper's experiments as recipes (train/evaluate --config NAME), or print one"),
+    "train": ("tsf.train", "train or fine-tune on a data folder, from flags or a recipe; resume a run (torchrun for multi-GPU/multi-node)"),
     "evaluate": ("tsf.evaluate", "evaluate a checkpoint with the paper's multi-view protocol"),
     "predict": ("tsf.predict", "class probabilities for your videos, a timeline over long ones, or embeddings"),
 }

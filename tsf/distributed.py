@@ -46,13 +46,18 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     return resolved
 
 
+def launched_world_size() -> int:
+    """How many processes ``torchrun`` started over all nodes (1 without it); known before ``setup``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto") -> DistributedContext:
     """Join the process group ``torchrun`` describes in the environment, once per process.
 
     Args:
         device: as in ``resolve_device``; under ``torchrun`` each process takes GPU ``LOCAL_RANK``.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)

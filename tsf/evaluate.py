@@ -4,9 +4,12 @@
 Reports top-1, top-5, mean-class accuracy (the mean of per-class recalls over the classes
 present), the loss of the averaged prediction, a confusion matrix (rows: true class, columns:
 predicted) and one row per video. The paper's Kinetics protocol is 1 temporal clip x 3 spatial
-crops (left/centre/right) at the training crop size, which is this module's default.
+crops (left/centre/right) at the training crop size, which is this module's default. Long
+videos (the paper's HowTo100M protocol): ``temporal_clips="cover"`` takes, per video, as many
+clips as cover it and averages them all.
 
-``python -m tsf evaluate --checkpoint CKPT --data DIR`` or, in Python::
+``python -m tsf evaluate --checkpoint CKPT --data DIR`` (or ``--config RECIPE``, see
+``python -m tsf recipes``) or, in Python::
 
     result = tsf.evaluate.evaluate(model, "data/appearance", temporal_clips=1, spatial_crops=3)
     result.top1, result.confusion_matrix, result.save("eval/")
@@ -74,6 +77,8 @@ class EvaluationResult:
         return {
             "videos": self.num_videos,
             "views_per_video": int(self.views.max()) if self.num_videos else 0,
+            # differs from the maximum when videos have different view counts (temporal_clips="cover")
+            "mean_views_per_video": round(float(self.views.mean()), 3) if self.num_videos else 0.0,
             "top1": self.top1,
             "top5": self.top5,
             "top5_k": self.top_k.shape[1],  # 5, or the class count when there are fewer classes
@@ -261,7 +266,7 @@ def evaluate(
     model: nn.Module,
     data: Union[PathLike, Dataset],
     split: str = "val",
-    temporal_clips: int = 1,
+    temporal_clips: Union[int, str] = 1,
     spatial_crops: int = 3,
     sampling_rate: float = 1,
     sampling: str = "dense",
@@ -280,7 +285,8 @@ def evaluate(
         data: a data folder (``<split>.csv`` + ``classes.txt``) or a dataset yielding views
             (items with ``clip``, ``label``, ``index``).
         split: which CSV of the folder.
-        temporal_clips: clips per video, evenly spaced in time (paper, Kinetics: 1).
+        temporal_clips: clips per video, evenly spaced in time (paper, Kinetics: 1), or ``"cover"``:
+            per video as many as cover it (``tsf.data.sampling.covering_clips``; paper, HowTo100M).
         spatial_crops: crops per clip across the frame's long side (paper: 3).
         sampling_rate: video frames per clip frame in dense sampling (Kinetics 8x224: 32 at
             ``target_fps=30``; the synthetic data: 1).
@@ -303,7 +309,7 @@ def evaluate(
     return result
 
 
-def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: int, spatial_crops: int,
+def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Union[int, str], spatial_crops: int,
                   sampling_rate: float, sampling: str, target_fps: Optional[float]) -> Dataset:
     """The evaluation views of ``root/<split>.csv`` at the model's frames and crop size; the
     folder's classes must be the model's (by name when the model has names, else by count)."""
@@ -355,32 +361,65 @@ def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Mod
     return model, sampling
 
 
+# defaults of the flags a --config file may also set (applied after it, so that flags > --set > file > these)
+DEFAULTS = {"split": "val", "temporal_clips": 1, "spatial_crops": 3, "batch_size": 8, "num_workers": 2,
+            "device": "auto", "precision": "auto"}
+
+
+def temporal_clips_value(text: str) -> Union[int, str]:
+    """``--temporal-clips``: a positive count or ``cover``."""
+    from .data.sampling import COVER
+
+    if text == COVER:
+        return COVER
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive number of clips nor {COVER!r}")
+    return count
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a run's best.pt/last.pt, an official .pyth, a Hugging Face folder or a zoo name")
-    parser.add_argument("--data", type=Path, required=True, help="data folder with <split>.csv and classes.txt")
-    parser.add_argument("--split", default="val", help="which <split>.csv to evaluate (default: val)")
-    parser.add_argument("--temporal-clips", type=int, default=1, help="clips per video, evenly spaced (paper, Kinetics: 1; default 1)")
-    parser.add_argument("--spatial-crops", type=int, default=3, help="crops per clip across the long side (paper: 3; default 3)")
+    from . import recipes
+
+    parser.add_argument("--checkpoint",
+                        help="a run's best.pt/last.pt, an official .pyth, a Hugging Face folder or a zoo name (required)")
+    parser.add_argument("--data", type=Path, help="data folder with <split>.csv and classes.txt (required)")
+    parser.add_argument("--split", help="which <split>.csv to evaluate (default: val)")
+    parser.add_argument("--temporal-clips", type=temporal_clips_value, metavar="K|cover",
+                        help="clips per video, evenly spaced (paper, Kinetics: 1; default 1), or cover: per video, as "
+                             "many as cover it, ceil(length / clip span) (paper, HowTo100M long videos)")
+    parser.add_argument("--spatial-crops", type=int, help="crops per clip across the long side (paper: 3; default 3)")
     parser.add_argument("--sampling-rate", type=float,
                         help="video frames per clip frame, dense sampling (default: the training run's or zoo entry's, else 1)")
     parser.add_argument("--target-fps", type=float,
                         help="count --sampling-rate at this frame rate (default: the training run's or zoo entry's, else each video's own)")
     parser.add_argument("--sampling", choices=("dense", "uniform"), help="clip sampling (default: as --sampling-rate)")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per forward pass (default 8)")
-    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default 2)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto: bf16/fp16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--batch-size", type=int, help="clips per forward pass (default 8)")
+    parser.add_argument("--num-workers", type=int, help="data-loading processes (default 2)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto (default): bf16/fp16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--num-heads", type=int, help="attention heads of a checkpoint whose heads are not 64 wide")
     parser.add_argument("--out", type=Path,
                         help="folder for eval_<split>_{summary.json,predictions.csv,confusion.csv} "
                              "(default: beside the checkpoint file, else the current folder)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    recipes.add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import recipes
+
     try:
+        recipes.apply_config(args, "evaluate")
+        for key, value in DEFAULTS.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        if args.checkpoint is None or args.data is None:
+            raise ValueError("give --checkpoint and --data (flags, --set or the --config file)")
         model, sampling = load_model(args.checkpoint, args.num_heads)
         if args.sampling_rate is not None:
             sampling["sampling_rate"] = args.sampling_rate

@@ -67,6 +67,9 @@ class TrainConfig:
     """How to train. The defaults are the paper's recipe for TimeSformer on Kinetics-400
     (SGD-nesterov, lr 0.005, momentum 0.9, weight decay 1e-4, 15 epochs, lr x0.1 at epochs 11
     and 14; global batch 64 = 8 clips x 8 GPUs, or here 8 x ``grad_accum_steps=8`` on one).
+    ``global_batch=64`` derives the accumulation for any number of processes, and
+    ``lr_reference_batch=64`` scales the lr when the global batch differs (the recipes in
+    ``tsf/recipes`` set both; ``Trainer`` applies ``for_world``).
 
     For the tiny preset on the synthetic tasks (CPU, minutes): ``optimizer="adamw", lr=2e-3,
     weight_decay=0.05, schedule="cosine", warmup_epochs=0.1 * epochs, grad_clip=1.0,
@@ -77,11 +80,14 @@ class TrainConfig:
     max_steps: int = _option(0, "stop after this many optimiser steps; 0: epochs x steps per epoch. The schedule spans the run's length either way")
     batch_size: int = _option(8, "clips per process per forward pass (micro-batch)")
     grad_accum_steps: int = _option(1, "micro-batches per optimiser step; the global batch is batch_size x grad_accum_steps x processes (the paper's: 64)")
+    global_batch: int = _option(0, "clips per optimiser step over all processes (the paper's: 64); when set, grad_accum_steps follows from it: global_batch / (batch_size x processes). 0: batch_size x grad_accum_steps x processes")
     optimizer: str = _option("sgd", "sgd (nesterov momentum, the paper's) or adamw", choices=OPTIMIZERS)
-    lr: float = _option(0.005, "peak learning rate, used as given (not rescaled with the batch)")
+    lr: float = _option(0.005, "peak learning rate: used as given, or stated at lr_reference_batch when that is set")
+    lr_reference_batch: int = _option(0, "the global batch at which lr is stated: the run uses lr x global batch / lr_reference_batch (the linear scaling rule, Goyal et al. 2017; the recipes: 64). 0: lr as given")
     momentum: float = _option(0.9, "SGD momentum")
     betas: tuple[float, float] = _option((0.9, 0.999), "AdamW betas")
-    weight_decay: float = _option(1e-4, "weight decay; never applied to norms, biases and the cls/pos/time embeddings")
+    weight_decay: float = _option(1e-4, "weight decay; not applied to norms, biases and the cls/pos/time embeddings unless decay_norms_and_biases")
+    decay_norms_and_biases: bool = _option(False, "apply weight decay to every parameter, as the official optimiser does (it exempts only BatchNorm parameters, and a TimeSformer has none)")
     schedule: str = _option("step", "learning-rate schedule after warmup: step (x lr_step_factor at each lr_milestones epoch), cosine (to zero) or constant", choices=SCHEDULES)
     warmup_epochs: float = _option(0.0, "linear warmup from ~0 to lr over this many epochs (fractions allowed)")
     lr_milestones: tuple[float, ...] = _option((11.0, 14.0), "epochs at which the step schedule multiplies the lr by lr_step_factor")
@@ -107,7 +113,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "val_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("max_steps", "num_workers", "checkpoint_every", "warmup_epochs", "weight_decay", "grad_clip"):
+        for name in ("max_steps", "global_batch", "lr_reference_batch", "num_workers", "checkpoint_every",
+                     "warmup_epochs", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)):
@@ -126,6 +133,40 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def for_world(self, world_size: int) -> "TrainConfig":
+        """The settings a run on ``world_size`` processes executes: ``grad_accum_steps`` derived from
+        ``global_batch`` when that is set, ``lr`` scaled linearly from ``lr_reference_batch`` to the
+        global batch. The result states both explicitly (``global_batch`` filled in,
+        ``lr_reference_batch`` 0), so applying it again changes nothing (resumed runs do).
+
+        Args:
+            world_size: number of training processes (all nodes together).
+
+        Raises:
+            ValueError: the global batch is not a whole number of micro-batches on this many
+                processes, or ``grad_accum_steps`` contradicts it; the message gives the fix.
+        """
+        per_step = self.batch_size * world_size  # clips of one micro-batch over all processes
+        accum = self.grad_accum_steps
+        if self.global_batch:
+            if self.global_batch % per_step:
+                fits = [b for b in range(self.batch_size, 0, -1) if self.global_batch % (b * world_size) == 0]
+                fix = f"set batch_size={fits[0]}" if fits else f"use a global_batch that {world_size} processes divide"
+                raise ValueError(
+                    f"global_batch={self.global_batch} is not a whole number of micro-batches of batch_size "
+                    f"{self.batch_size} x {world_size} processes = {per_step} clips; {fix}, or change global_batch "
+                    f"(a different global batch scales the lr when lr_reference_batch is set)"
+                )
+            accum = self.global_batch // per_step
+            if self.grad_accum_steps not in (1, accum):
+                raise ValueError(
+                    f"grad_accum_steps={self.grad_accum_steps} contradicts global_batch={self.global_batch} "
+                    f"(= batch_size {self.batch_size} x {accum} steps x {world_size} processes); give only one of them"
+                )
+        global_batch = per_step * accum
+        lr = self.lr * global_batch / self.lr_reference_batch if self.lr_reference_batch else self.lr
+        return replace(self, grad_accum_steps=accum, global_batch=global_batch, lr=lr, lr_reference_batch=0)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -354,16 +395,18 @@ def _layer_id(name: str, num_blocks: int, embedding_names: set[str]) -> int:
     return num_blocks + 1
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, lr: float = 1.0) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0, lr: float = 1.0,
+                     decay_norms_and_biases: bool = False) -> list[dict]:
     """Optimiser parameter groups: no weight decay on norms, biases (1-D parameters) and the
-    parameters the model lists in ``no_weight_decay()``; each group's ``lr`` scaled by
-    ``layer_decay`` per layer below the head when ``layer_decay < 1``.
+    parameters the model lists in ``no_weight_decay()`` (unless ``decay_norms_and_biases``);
+    each group's ``lr`` scaled by ``layer_decay`` per layer below the head when ``layer_decay < 1``.
 
     Args:
         model: the model (not a DDP wrapper). Layer decay needs ``model.blocks``.
         weight_decay: for the parameters that decay.
         layer_decay: 1 for none.
         lr: the peak learning rate the scales multiply.
+        decay_norms_and_biases: decay every parameter, as the official TimeSformer optimiser does.
     """
     no_decay = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     if layer_decay != 1.0 and not hasattr(model, "blocks"):
@@ -373,7 +416,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float =
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decays = param.ndim > 1 and name not in no_decay
+        decays = decay_norms_and_biases or (param.ndim > 1 and name not in no_decay)
         layer = _layer_id(name, num_blocks, no_decay) if layer_decay != 1.0 else 0
         group = groups.setdefault((layer, decays), {
             "params": [], "weight_decay": weight_decay if decays else 0.0,
@@ -384,7 +427,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float =
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay, config.layer_decay, config.lr)
+    groups = parameter_groups(model, config.weight_decay, config.layer_decay, config.lr, config.decay_norms_and_biases)
     if not groups:
         raise ValueError("the model has no trainable parameters (is everything frozen?)")
     if config.optimizer == "sgd":
@@ -546,8 +589,9 @@ class Trainer:
         run_info: Optional[dict] = None,
         normalization: Optional[tuple[Sequence[float], Sequence[float]]] = None,
     ):
-        self.config = config
         self.dist = distributed.setup(config.device)
+        # from here on: the global batch and lr this world size executes (config.for_world)
+        self.config = config = config.for_world(self.dist.world_size)
         self.device = self.dist.device
         self.precision = resolve_precision(config.precision, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -587,7 +631,8 @@ class Trainer:
             raise ValueError(
                 f"the training set has {len(train_dataset)} clips, fewer than one global batch of "
                 f"{self.clips_per_step * self.dist.world_size} (batch_size {config.batch_size} x grad_accum_steps "
-                f"{config.grad_accum_steps} x {self.dist.world_size} processes); lower --batch-size"
+                f"{config.grad_accum_steps} x {self.dist.world_size} processes); lower --batch-size, or --global-batch "
+                f"when it is set"
             )
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch, self.total_steps)
@@ -620,7 +665,7 @@ class Trainer:
         return {
             "device": str(self.device), "precision": self.precision, "world_size": self.dist.world_size,
             "batch_size": self.config.batch_size, "grad_accum_steps": self.config.grad_accum_steps,
-            "global_batch": self.global_batch, "steps_per_epoch": self.steps_per_epoch,
+            "global_batch": self.global_batch, "lr": self.config.lr, "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps, "train_clips": len(self.train_dataset),
             "val_clips": len(self.val_dataset) if self.val_dataset is not None else 0,
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
@@ -675,11 +720,7 @@ class Trainer:
         if missing:
             raise ValueError(f"not a training checkpoint (missing {missing}): only last.pt/best.pt of a run resume")
         if checkpoint["world_size"] != self.dist.world_size:
-            raise ValueError(
-                f"this run was trained on {checkpoint['world_size']} process(es) and this is {self.dist.world_size}: the "
-                f"data order, the global batch and the RNG streams depend on it; resume with "
-                f"torchrun --nproc-per-node {checkpoint['world_size']} (over all nodes)"
-            )
+            raise ValueError(_world_size_changed(checkpoint["world_size"], self.dist.world_size))
         self.model.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -868,8 +909,9 @@ class Trainer:
 
 
 def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_names: Sequence[str] = (),
-                **overrides) -> nn.Module:
-    """A TimeSformer to train on ``class_names``: a fresh ``preset``, or ``init`` to fine-tune.
+                imagenet_init: Optional[str] = None, **overrides) -> nn.Module:
+    """A TimeSformer to train on ``class_names``: a ``preset`` (random, or its spatial weights from
+    an ImageNet ViT as the paper trained), or ``init`` to fine-tune.
 
     Fine-tuning keeps the checkpoint's head when it already predicts these classes (same count,
     and the same names if it records names) and starts a fresh head otherwise.
@@ -878,8 +920,13 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
         preset: a name in ``tsf.PRESETS`` (random initialisation; seed torch first).
         init: anything ``tsf.from_pretrained`` reads (a zoo name, ``.pyth``, HF folder, ``best.pt``).
         class_names: the data's classes, label id order.
-        **overrides: ``TimeSformerConfig`` fields (``num_frames``, ``img_size``, ``drop_path_rate``,
-            ``num_heads`` for checkpoints whose heads are not 64 wide...).
+        imagenet_init: with ``preset``: start from this ImageNet ViT (``tsf.weights.from_imagenet_vit``):
+            a weights file, or ``timm:<name>`` for a timm model downloaded on first use (the paper's:
+            ``timm:vit_base_patch16_224.orig_in21k_ft_in1k``). Its width, depth and patch size must
+            be the preset's.
+        **overrides: ``TimeSformerConfig`` fields (``num_frames``, ``img_size``, ``attention_type``,
+            ``drop_path_rate``, ``mean``/``std``, ``num_heads`` for checkpoints whose heads are not
+            64 wide...).
     """
     from .model import create_model
     from .weights import from_pretrained
@@ -888,6 +935,11 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
         raise ValueError("give either a preset (--model, to train from scratch) or a checkpoint (--init, to fine-tune), "
                          f"not {'both' if preset else 'neither'}")
     names = tuple(class_names)
+    if imagenet_init is not None:
+        if preset is None:
+            raise ValueError(f"--imagenet-init {imagenet_init} starts a --model preset from an ImageNet ViT; --init "
+                             f"{init} is already a whole video model: give one of them")
+        return _from_imagenet(preset, imagenet_init, names, overrides)
     if preset is not None:
         return create_model(preset, num_classes=len(names), class_names=names, **overrides)
     model = from_pretrained(init, **overrides)
@@ -896,6 +948,41 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
         model.reset_classifier(len(names), names)
     else:
         model.config = replace(config, class_names=names)
+    return model
+
+
+# what an ImageNet ViT's weights fix; the preset must agree on each
+_VIT_DETERMINED = ("embed_dim", "depth", "patch_size", "mlp_ratio", "qkv_bias", "in_chans")
+
+
+def _from_imagenet(preset: str, source: str, class_names: tuple[str, ...], overrides: dict) -> nn.Module:
+    """``preset`` (with ``overrides``) initialised from the ImageNet ViT ``source`` (see ``build_model``)."""
+    from .model import PRESETS
+    from .weights import from_imagenet_vit
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
+    wanted = replace(PRESETS[preset], num_classes=len(class_names), class_names=class_names, **overrides)
+    settings = {f: getattr(wanted, f) for f in wanted.__dataclass_fields__ if f not in _VIT_DETERMINED}
+    vit: Union[str, nn.Module] = source
+    if source.startswith("timm:"):
+        import timm
+
+        try:
+            vit = timm.create_model(source[len("timm:"):], pretrained=True)
+        except Exception as error:  # timm and the Hugging Face hub raise many kinds (unknown name, no network)
+            raise ValueError(f"--imagenet-init {source}: timm could not load it ({error}); on a machine without "
+                             f"network, save the ViT's state dict to a file and pass that path") from error
+        settings.pop("num_heads")  # the module knows its heads
+    elif not Path(source).is_file():
+        raise FileNotFoundError(f"--imagenet-init {source} does not exist; give a ViT weights file "
+                                f"(.pth/.bin/.safetensors) or timm:<model name>")
+    model = from_imagenet_vit(vit, **settings)
+    mismatched = [f"{f} {getattr(wanted, f)} (the ViT: {getattr(model.config, f)})"
+                  for f in _VIT_DETERMINED + ("num_heads",) if getattr(wanted, f) != getattr(model.config, f)]
+    if mismatched:
+        raise ValueError(f"--imagenet-init {source} does not fit --model {preset}: {', '.join(mismatched)}; "
+                         f"choose the preset of the ViT's size")
     return model
 
 
@@ -959,11 +1046,18 @@ class VideoDataConfig:
     sampling_rate: float = _option(1.0, "video frames per clip frame in dense sampling (paper, Kinetics 8x224: 32 with --target-fps 30; the synthetic videos: 1)")
     target_fps: float = _option(0.0, "count --sampling-rate at this frame rate, converting from each video's own (the official recipes: 30); 0: in each video's own frames")
     sampling: str = _option("dense", "dense (a window of num_frames x sampling_rate frames) or uniform (num_frames spread over the whole video, as for SSv2)", choices=("dense", "uniform"))
+    short_side_range: tuple[int, ...] = _option((), "training scale jitter: the shorter side is resized to a random length in [MIN, MAX] before the random crop (paper: 256 320 at 224 px, 448 512 at 448); none given: crop size x (256, 320) / 224")
+    inverse_scale_jitter: bool = _option(False, "draw that length as 1 / uniform(1/MAX, 1/MIN) rather than uniformly (the official SSv2 configs' INV_UNIFORM_SAMPLE)")
     hflip: bool = _option(False, "random horizontal flips in training (Kinetics: yes; SSv2: no, it has left/right classes)")
     reader: str = _option("auto", "video decoder: auto (decord, falling back to PyAV), decord or pyav", choices=("auto", "decord", "pyav"))
     max_bad_fraction: float = _option(0.05, "stop when more than this fraction of the videos fails to decode (a broken dataset rather than a few broken files)")
     val_temporal_clips: int = _option(1, "temporal clips per validation video during training (tsf evaluate runs the full protocol)")
     val_spatial_crops: int = _option(1, "spatial crops per validation video during training")
+
+    def __post_init__(self):
+        self.short_side_range = tuple(int(v) for v in self.short_side_range)  # lists from JSON/YAML
+        if len(self.short_side_range) not in (0, 2):
+            raise ValueError(f"short_side_range={self.short_side_range}: give two lengths MIN MAX (or none for the default)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -1008,7 +1102,8 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
         manifest = video_data.read_manifest(root / f"{split}.csv", classes=classes)
         return video_data.VideoClipDataset(
             manifest, num_frames=model_config.num_frames, sampling_rate=data.sampling_rate, sampling=data.sampling,
-            train=train, crop_size=model_config.img_size, hflip=data.hflip and train,
+            train=train, crop_size=model_config.img_size, short_side_range=data.short_side_range or None,
+            inverse_scale_jitter=data.inverse_scale_jitter, hflip=data.hflip and train,
             num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops, reader=data.reader,
             max_bad_fraction=data.max_bad_fraction, seed=seed, target_fps=data.target_fps or None,
         )
@@ -1027,6 +1122,8 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
 
 # flags that --resume accepts: they change how the run executes, not what it computes
 RESUME_OVERRIDABLE = ("device", "num_workers", "progress")
+# run flags that are TimeSformerConfig fields (given: they override the preset's or checkpoint's)
+MODEL_OPTIONS = ("num_heads", "num_frames", "img_size", "attention_type", "drop_path_rate", "mean", "std")
 
 
 def _add_dataclass_flags(group, cls) -> None:
@@ -1038,14 +1135,15 @@ def _add_dataclass_flags(group, cls) -> None:
         if f.type in ("bool", bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif str(f.type).startswith("tuple"):
-            group.add_argument(flag, type=float, nargs="+", default=None, metavar="X", help=help_text)
+            kind = int if str(f.type).startswith("tuple[int") else float
+            group.add_argument(flag, type=kind, nargs="+", default=None, metavar="X", help=help_text)
         else:
             kind = {"int": int, "float": float, "str": str}[str(f.type)]
             group.add_argument(flag, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
 
 
 def _show(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return (" ".join(map(str, value)) or "none") if isinstance(value, tuple) else str(value)
 
 
 def _given(args: argparse.Namespace, cls) -> dict:
@@ -1053,11 +1151,15 @@ def _given(args: argparse.Namespace, cls) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import recipes
+    from .model import ATTENTION_TYPES
+
     parser.epilog = (
+        "The paper's recipes: python -m tsf recipes, then --config RECIPE [--set KEY=VALUE ...]. "
         "Tiny model on the synthetic data (CPU, minutes): --model tiny --optimizer adamw --lr 2e-3 "
         "--weight-decay 0.05 --schedule cosine --warmup-epochs 1 --grad-clip 1.0 --batch-size 32 --epochs 10. "
-        "Multi-GPU / multi-node: torchrun --nproc-per-node N -m tsf train ... (the global batch is "
-        "batch-size x grad-accum-steps x processes)."
+        "Multi-GPU / multi-node: torchrun --nnodes N --nproc-per-node G -m tsf train ... (the global batch is "
+        "batch-size x grad-accum-steps x processes, or --global-batch)."
     )
     run = parser.add_argument_group("run")
     run.add_argument("--data", type=Path, help="data folder with train.csv, val.csv and classes.txt")
@@ -1066,23 +1168,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help=f"continue the run in RUN_DIR from its last.pt with its saved settings (only "
                           f"{', '.join('--' + n.replace('_', '-') for n in RESUME_OVERRIDABLE)} may be given)")
     run.add_argument("--model", help="train this preset from scratch (tsf.PRESETS: tiny, micro, base_8x224, ...)")
+    run.add_argument("--imagenet-init", metavar="VIT",
+                     help="with --model: start from an ImageNet ViT, as the paper trained: a weights file or "
+                          "timm:NAME (the paper's: timm:vit_base_patch16_224.orig_in21k_ft_in1k)")
     run.add_argument("--init", help="fine-tune from this checkpoint or zoo name; a new head when the classes differ")
     run.add_argument("--num-heads", type=int, help="attention heads of an --init checkpoint whose heads are not 64 wide")
     run.add_argument("--num-frames", type=int, help="frames per clip (default: the model's); resizes an --init model's time embedding")
     run.add_argument("--img-size", type=int, help="crop size (default: the model's); resizes an --init model's position embedding")
+    run.add_argument("--attention-type", choices=ATTENTION_TYPES, help="attention scheme of a --model preset (default: the preset's)")
     run.add_argument("--drop-path-rate", type=float, help="stochastic depth of the model (default: the preset's or checkpoint's)")
+    run.add_argument("--mean", type=float, nargs=3, metavar="X", help="input normalisation mean per channel (default: the model's, 0.45)")
+    run.add_argument("--std", type=float, nargs=3, metavar="X", help="input normalisation std per channel (default: the model's, 0.225)")
     run.add_argument("--overfit-batch", type=int, nargs="?", const=100, default=0, metavar="STEPS",
                      help="sanity check: train STEPS (default 100) steps on one fixed batch of batch-size clips, "
                           "without augmentation or checkpoints; succeeds when it reaches 100%% top-1 on it")
     _add_dataclass_flags(parser.add_argument_group("training (TrainConfig)"), TrainConfig)
     _add_dataclass_flags(parser.add_argument_group("video data"), VideoDataConfig)
+    recipes.add_config_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import recipes
     from .data import BadVideosError
 
     try:
-        trainer = _resume_trainer(args) if args.resume is not None else _new_trainer(args)
+        recipe = recipes.apply_config(args, "train")
+        trainer = _resume_trainer(args) if args.resume is not None else _new_trainer(args, recipe)
     except (ValueError, FileNotFoundError) as error:
         print(f"tsf train: {error}", file=sys.stderr)
         distributed.teardown(synchronize=False)
@@ -1110,7 +1221,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_trainer(args: argparse.Namespace) -> Trainer:
+def _new_trainer(args: argparse.Namespace, recipe=None) -> Trainer:
     if args.data is None or args.out is None:
         raise ValueError("give --data DIR and --out RUN_DIR (or --resume RUN_DIR)")
     if (args.out / LAST).is_file():
@@ -1123,21 +1234,67 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
                      val_every=args.overfit_batch, log_every=min(given.get("log_every", 10), 10))
     config = TrainConfig(**given)
     data_config = VideoDataConfig(**_given(args, VideoDataConfig))
-    overrides = {k: getattr(args, k) for k in ("num_heads", "num_frames", "img_size", "drop_path_rate")
-                 if getattr(args, k) is not None}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k in MODEL_OPTIONS if (v := getattr(args, k)) is not None}
     class_names = data_folder_classes(args.data)
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    model = build_model(args.model, args.init, class_names, **overrides)
+    model = build_model(args.model, args.init, class_names, args.imagenet_init, **overrides)
     train_set, val_set = build_video_datasets(args.data, model.config, data_config, config.seed,
                                               config.batch_size if args.overfit_batch else 0)
     run_info = {
         "data": str(args.data.resolve()), "data_config": data_config.to_dict(),
-        "model": args.model, "init": args.init, "overfit_batch": args.overfit_batch,
+        "model": args.model, "init": args.init, "imagenet_init": args.imagenet_init, "overfit_batch": args.overfit_batch,
     }
     callbacks = None
     if args.overfit_batch:  # a sanity check, not a model: metrics only (an epoch is one step here)
         callbacks = [c for c in default_callbacks(config, args.out) if not isinstance(c, Checkpointer)]
-    return Trainer(model, config, train_set, val_set, run_dir=args.out, callbacks=callbacks, run_info=run_info)
+    trainer = Trainer(model, config, train_set, val_set, run_dir=args.out, callbacks=callbacks, run_info=run_info)
+    if trainer.is_main:
+        _write_config(args, recipe, config, data_config, model, trainer)
+        print(f"tsf train: {_scaling_line(config, trainer)}")
+    return trainer
+
+
+def _scaling_line(requested: TrainConfig, trainer: Trainer) -> str:
+    """The run's effective batch and lr (what ``TrainConfig.for_world`` made of ``requested``)."""
+    cfg = trainer.config
+    line = (f"{trainer.dist.world_size} process(es) x batch {cfg.batch_size} x {cfg.grad_accum_steps} accumulation "
+            f"step(s) = global batch {cfg.global_batch}; lr {cfg.lr:g}")
+    if requested.lr_reference_batch:
+        line += f" (= {requested.lr:g} x {cfg.global_batch} / {requested.lr_reference_batch}, scaled linearly with the global batch)"
+    return f"{line}; precision {trainer.precision}"
+
+
+def _write_config(args: argparse.Namespace, recipe, config: TrainConfig, data_config: VideoDataConfig, model,
+                  trainer: Trainer) -> None:
+    """``RUN_DIR/config.yaml``: every setting of the run as asked for but ``--out`` (a recipe that
+    ``--config`` reruns) and, under ``about.effective``, what this world size made of it."""
+    from .recipes import RESOLVED_FILE, write_resolved
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
+
+    model_config = model.config
+    settings = {"data": str(args.data.resolve()), "model": args.model, "imagenet_init": args.imagenet_init,
+                "init": args.init, "overfit_batch": args.overfit_batch, "num_heads": args.num_heads}
+    settings.update({k: plain(getattr(model_config, k)) for k in MODEL_OPTIONS if k != "num_heads"})
+    settings.update({k: plain(v) for k, v in {**config.to_dict(), **data_config.to_dict()}.items()})
+    about = {"command": "train",
+             "reproduces": recipe.about["reproduces"] if recipe else "a run of python -m tsf train",
+             "paper_top1": recipe.about.get("paper_top1") if recipe else None,
+             "official": recipe.about.get("official") if recipe else None,
+             "source": str(recipe.path) if recipe else "command line",
+             "effective": {"processes": trainer.dist.world_size, "batch_size": trainer.config.batch_size,
+                           "grad_accum_steps": trainer.config.grad_accum_steps,
+                           "global_batch": trainer.config.global_batch, "lr": trainer.config.lr,
+                           "precision": trainer.precision}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_resolved(args.out / RESOLVED_FILE, settings, about)
+
+
+def _world_size_changed(trained: int, now: int) -> str:
+    return (f"this run was trained on {trained} process(es) and this is {now}: the data order, the global batch "
+            f"and the RNG streams depend on it; resume with {trained} processes in all (torchrun --nnodes N "
+            f"--nproc-per-node G with N x G = {trained})")
 
 
 def _resume_trainer(args: argparse.Namespace) -> Trainer:
@@ -1146,7 +1303,7 @@ def _resume_trainer(args: argparse.Namespace) -> Trainer:
 
     run_dir = args.resume
     extra = [k for k in _given(args, TrainConfig) if k not in RESUME_OVERRIDABLE] + list(_given(args, VideoDataConfig))
-    extra += [k for k in ("data", "out", "model", "init", "num_heads", "num_frames", "img_size", "drop_path_rate")
+    extra += [k for k in ("data", "out", "model", "imagenet_init", "init", *MODEL_OPTIONS)
               if getattr(args, k) is not None] + (["overfit_batch"] if args.overfit_batch else [])
     if extra:
         raise ValueError(f"--resume continues {run_dir} with its saved settings; remove "
@@ -1156,6 +1313,9 @@ def _resume_trainer(args: argparse.Namespace) -> Trainer:
     for stale in run_dir.glob("*.tmp"):  # the half-written file of a save that a kill interrupted
         stale.unlink(missing_ok=True)
     checkpoint = load_checkpoint_file(run_dir / LAST)
+    if checkpoint.get("world_size", 1) != distributed.launched_world_size():
+        # before the Trainer resolves the saved global batch for this world size, which may not fit it
+        raise ValueError(_world_size_changed(checkpoint.get("world_size", 1), distributed.launched_world_size()))
     info = checkpoint.get("run_info", {})
     if "data_config" not in info:
         raise ValueError(f"{run_dir / LAST} was not written by `python -m tsf train` (it does not record its data "
@@ -1166,4 +1326,6 @@ def _resume_trainer(args: argparse.Namespace) -> Trainer:
     train_set, val_set = build_video_datasets(info["data"], model.config, data_config, config.seed)
     trainer = Trainer(model, config, train_set, val_set, run_dir=run_dir, run_info=info)
     trainer.load_state_dict(checkpoint)
+    if trainer.is_main:
+        print(f"tsf train: resuming {run_dir} at step {trainer.step}: {_scaling_line(config, trainer)}")
     return trainer

@@ -12,7 +12,7 @@ broken dataset rather than a few broken files).
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .manifest import Manifest, VideoSample
 from .readers import READERS, VideoReader, VideoReadError, open_video
-from .sampling import SAMPLINGS, clip_indices
+from .sampling import COVER, SAMPLINGS, clip_indices, covering_clips
 from .transforms import horizontal_flip, random_crop, short_side_scale, spatial_crop
 
 log = logging.getLogger("tsf.data")
@@ -40,7 +40,9 @@ class VideoClipDataset(Dataset):
     uniform: random frame per segment), short side scaled to a random length in
     ``short_side_range``, random square crop, optional horizontal flip. Testing: ``num_temporal_clips
     x num_spatial_crops`` deterministic views per video, short side scaled to ``crop_size``, and the
-    dataset's length is ``videos x views``.
+    dataset's length is the sum of the videos' views (``views_per_video``); with
+    ``num_temporal_clips="cover"`` each video gets as many clips as cover it (long videos), so the
+    count differs between videos.
 
     Items are ``{"clip": uint8 (3, T, H, W), "label": int, "index": int, "view": int, "bad": int}``:
     ``index`` is the manifest row the clip comes from (evaluation averages a video's views by it),
@@ -61,8 +63,12 @@ class VideoClipDataset(Dataset):
         crop_size: side of the square clip.
         short_side_range: training scale jitter ``(min, max)`` of the shorter side; default
             ``crop_size x (256, 320) / 224``, the official ratio.
+        inverse_scale_jitter: draw the shorter side as ``1 / uniform(1/max, 1/min)`` instead of
+            uniformly in ``short_side_range`` (the official SSv2 configs' ``INV_UNIFORM_SAMPLE``).
         hflip: random horizontal flips in training (off for direction-sensitive labels such as SSv2).
-        num_temporal_clips: test views along time.
+        num_temporal_clips: test views along time; ``"cover"`` (dense sampling only): per video,
+            as many clips as cover it (``sampling.covering_clips``; each video is opened once here
+            to count its frames).
         num_spatial_crops: test crops along the longer side (1: centre; 3: the official three).
         reader: ``"auto"``, ``"decord"`` or ``"pyav"``.
         max_bad_fraction: stop with ``BadVideosError`` once more than this share of the
@@ -74,19 +80,25 @@ class VideoClipDataset(Dataset):
 
     def __init__(self, manifest: Manifest, num_frames: int = 8, sampling_rate: float = 1, sampling: str = "dense",
                  train: bool = True, crop_size: int = 224, short_side_range: Optional[Sequence[int]] = None,
-                 hflip: bool = False, num_temporal_clips: int = 1, num_spatial_crops: int = 1, reader: str = "auto",
-                 max_bad_fraction: float = 0.05, seed: int = 0, target_fps: Optional[float] = None):
+                 inverse_scale_jitter: bool = False, hflip: bool = False, num_temporal_clips: Union[int, str] = 1,
+                 num_spatial_crops: int = 1, reader: str = "auto", max_bad_fraction: float = 0.05, seed: int = 0,
+                 target_fps: Optional[float] = None):
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling={sampling!r}: use one of {', '.join(SAMPLINGS)}")
         if reader not in READERS:
             raise ValueError(f"reader={reader!r}: use one of {', '.join(READERS)}")
-        for name, value in (("num_frames", num_frames), ("crop_size", crop_size),
-                            ("num_temporal_clips", num_temporal_clips), ("num_spatial_crops", num_spatial_crops)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name}={value}: use a positive integer")
+        cover = num_temporal_clips == COVER
+        if cover and (train or sampling != "dense"):
+            raise ValueError(f"num_temporal_clips={COVER!r} places test clips of dense sampling; use it with "
+                             f"train=False and sampling='dense' (uniform sampling already spans the whole video)")
+        counts = [("num_frames", num_frames), ("crop_size", crop_size), ("num_spatial_crops", num_spatial_crops)]
+        for name, value in counts + ([] if cover else [("num_temporal_clips", num_temporal_clips)]):
+            if isinstance(value, str) or int(value) != value or value < 1:
+                alternative = f" (or {COVER!r})" if name == "num_temporal_clips" else ""
+                raise ValueError(f"{name}={value!r}: use a positive integer{alternative}")
         if sampling_rate <= 0:
             raise ValueError(f"sampling_rate={sampling_rate}: use a positive number of frames")
-        if train and num_temporal_clips * num_spatial_crops > 1:
+        if train and (num_temporal_clips != 1 or num_spatial_crops != 1):
             raise ValueError("num_temporal_clips and num_spatial_crops are test views; use 1 with train=True")
         if short_side_range is None:
             short_side_range = (round(crop_size * 256 / 224), round(crop_size * 320 / 224))
@@ -102,26 +114,48 @@ class VideoClipDataset(Dataset):
         self.manifest = manifest
         self.num_frames, self.sampling_rate, self.sampling = int(num_frames), sampling_rate, sampling
         self.train, self.crop_size, self.short_side_range = train, int(crop_size), tuple(short_side_range)
+        self.inverse_scale_jitter = inverse_scale_jitter
         self.hflip, self.reader, self.seed, self.target_fps = hflip, reader, int(seed), target_fps
-        self.num_temporal_clips, self.num_spatial_crops = int(num_temporal_clips), int(num_spatial_crops)
+        self.num_temporal_clips = COVER if cover else int(num_temporal_clips)
+        self.num_spatial_crops = int(num_spatial_crops)
         self.max_bad_fraction = max_bad_fraction
         self.epoch = 0
         # one byte per video, in shared memory so DataLoader workers (fork or spawn) and the
         # main process see the same flags: 0 = not known bad, else 1 + index into BAD_KINDS
         self._bad_flags = torch.zeros(len(manifest.samples), dtype=torch.uint8).share_memory_()
         self._reasons: dict[int, str] = {}  # this process's detailed reasons, for messages
+        # temporal clips of each video, and the first item of each video (item -> video lookup)
+        self.clips_per_video = (np.array([self._count_covering_clips(s) for s in manifest.samples], dtype=np.int64)
+                                if cover else np.full(len(manifest.samples), self.num_temporal_clips, dtype=np.int64))
+        self._first_item = np.concatenate([[0], np.cumsum(self.views_per_video)])
 
     @property
-    def views(self) -> int:
-        """Items per video: ``num_temporal_clips x num_spatial_crops`` (1 in training)."""
-        return self.num_temporal_clips * self.num_spatial_crops
+    def views_per_video(self) -> np.ndarray:
+        """Items of each video: its temporal clips x ``num_spatial_crops`` (1 in training)."""
+        return self.clips_per_video * self.num_spatial_crops
+
+    def _count_covering_clips(self, sample: VideoSample) -> int:
+        """``covering_clips`` of one video; 1 for a video that cannot be opened (it is flagged
+        and replaced when its item is loaded, as in any mode)."""
+        try:
+            with self.open_video(sample) as video:
+                _, length = usable_frames(video, sample, self.num_frames)
+                return covering_clips(length, self.num_frames, self._rate(video))
+        except VideoReadError:
+            return 1
+
+    def _rate(self, video: VideoReader) -> float:
+        """Video frames per clip frame in this video: ``sampling_rate`` converted to its frame rate."""
+        if self.target_fps and video.fps:
+            return self.sampling_rate * video.fps / self.target_fps
+        return self.sampling_rate
 
     @property
     def classes(self) -> list[str]:
         return self.manifest.classes
 
     def __len__(self) -> int:
-        return len(self.manifest.samples) * self.views
+        return int(self._first_item[-1])
 
     def set_epoch(self, epoch: int) -> None:
         """Use the random choices of ``epoch`` (reproducible and resumable runs)."""
@@ -143,7 +177,8 @@ class VideoClipDataset(Dataset):
     def __getitem__(self, item: int) -> dict:
         if not 0 <= item < len(self):
             raise IndexError(f"item {item} is outside 0..{len(self) - 1}")
-        video, view = divmod(item, self.views)
+        video = int(np.searchsorted(self._first_item, item, side="right")) - 1
+        view = item - int(self._first_item[video])
         temporal, spatial = divmod(view, self.num_spatial_crops)
         # testing draws only replacements, the same for every view of a video
         rng = np.random.default_rng([self.seed, self.epoch, item] if self.train else [self.seed, video])
@@ -181,16 +216,23 @@ class VideoClipDataset(Dataset):
         """
         with self.open_video(sample) as video:
             first, length = usable_frames(video, sample, self.num_frames)
-            rate = self.sampling_rate
-            if self.target_fps and video.fps:
-                rate = self.sampling_rate * video.fps / self.target_fps
+            rate = self._rate(video)
+            num_clips = self.num_temporal_clips
+            if num_clips == COVER:
+                # this video's own count: a replacement for a bad video may have fewer clips
+                num_clips = covering_clips(length, self.num_frames, rate)
+                temporal = min(temporal, num_clips - 1)
             indices = first + clip_indices(self.sampling, length, self.num_frames, rate,
-                                           rng if self.train else None, temporal, self.num_temporal_clips)
+                                           rng if self.train else None, temporal, num_clips)
             frames = video.read(indices.tolist())
         clip = torch.from_numpy(frames).permute(3, 0, 1, 2)  # (T, H, W, 3) -> (3, T, H, W)
         if self.train:
             low, high = self.short_side_range
-            clip = short_side_scale(clip, int(rng.integers(low, high + 1)))
+            if self.inverse_scale_jitter:  # as the official INV_UNIFORM_SAMPLE: smaller sizes slightly favoured
+                side = int(round(1.0 / rng.uniform(1.0 / high, 1.0 / low)))
+            else:
+                side = int(rng.integers(low, high + 1))
+            clip = short_side_scale(clip, side)
             clip = random_crop(clip, self.crop_size, rng)
             if self.hflip and rng.random() < 0.5:
                 clip = horizontal_flip(clip)

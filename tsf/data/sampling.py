@@ -9,14 +9,19 @@
   testing takes evenly spaced offsets within the segments (one view: the middle).
 
 Indices are relative to the first usable frame; callers add the offset of a ``start`` time.
+
+Long videos (the paper's HowTo100M protocol): ``num_temporal_clips=COVER`` asks for as many
+dense clips as cover the whole video, ``covering_clips`` of them, spread as above.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
 
 SAMPLINGS = ("dense", "uniform")
+COVER = "cover"  # num_temporal_clips: as many clips as cover each video (covering_clips)
 
 
 def dense_indices(length: int, num_frames: int, sampling_rate: float, rng: Optional[np.random.Generator] = None,
@@ -45,6 +50,21 @@ def dense_indices(length: int, num_frames: int, sampling_rate: float, rng: Optio
         start = room * clip / (num_clips - 1)
     positions = np.linspace(start, start + window - 1, num_frames) if num_frames > 1 else np.array([start])
     return np.clip(np.floor(positions).astype(np.int64), 0, length - 1)  # truncation, as the official .long()
+
+
+def covering_clips(length: int, num_frames: int, sampling_rate: float) -> int:
+    """How many dense clips cover a video of ``length`` frames: its length over one clip's span
+    (``num_frames x sampling_rate`` frames), rounded up; at least 1. Placed by ``dense_indices``
+    with ``num_clips`` of this, consecutive clips start at most one span apart, so together they
+    see every part of the video (the paper, HowTo100M: "as many non-overlapping temporal clips as
+    needed to cover the full temporal extent of a video").
+
+    Args:
+        length: frames available.
+        num_frames: frames in the clip.
+        sampling_rate: frames of the video per clip frame (after frame-rate conversion).
+    """
+    return max(1, math.ceil(length / (num_frames * sampling_rate)))
 
 
 def uniform_indices(length: int, num_frames: int, rng: Optional[np.random.Generator] = None,
