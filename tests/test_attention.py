@@ -9,14 +9,16 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+import tsf
 from tsf.attention import (
-    MAP_KINDS, AttentionRecording, attention_map, attention_rollout, cls_attention, cls_rollout,
-    divided_block_mixing, patch_temporal_attention, record_attention, token_index, token_maps,
+    MAP_KINDS, QUERY_KINDS, AttentionRecording, attention_map, attention_rollout, averages_heads, cls_attention,
+    cls_rollout, divided_block_mixing, map_peaks, object_following, object_frame_share, object_patches,
+    patch_rollout, patch_temporal_attention, record_attention, token_index, token_maps, tracked_temporal_attention,
 )
 from tsf.model import ATTENTION_TYPES, Attention, TimeSformer, create_model
 from tsf.viz import (
     attention_explorer, overlay_frames, overlay_strip, save_overlay_gif, save_overlay_mp4, save_overlay_png,
-    upsample_maps,
+    temporal_attention_figure, upsample_maps,
 )
 
 matplotlib.use("Agg")
@@ -87,11 +89,8 @@ def test_a_second_forward_replaces_the_first_and_forward_features_records():
 
 
 def test_recorded_maps_of_the_official_fixture_equal_a_computation_from_its_weights():
-    state = torch.load(FIXTURES / "tiny_divided_space_time.pyth", map_location="cpu", weights_only=False)["model_state"]
+    model = tsf.from_pretrained(FIXTURES / "tiny_divided_space_time.pyth", num_heads=4)
     io = torch.load(FIXTURES / "tiny_divided_space_time.io.pt", map_location="cpu")
-    model = TimeSformer(img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_frames=4, num_classes=5)
-    model.load_state_dict({name.removeprefix("model."): value for name, value in state.items()})
-    model.eval()
     x = io["input"]
     with torch.no_grad(), record_attention(model) as rec:
         logits = model(x)
@@ -104,18 +103,26 @@ def test_recorded_maps_of_the_official_fixture_equal_a_computation_from_its_weig
         q, k = (qkv[..., i * D:(i + 1) * D].unflatten(-1, (heads, D // heads)).transpose(-3, -2) for i in (0, 1))
         return (q @ k.transpose(-2, -1) / (D // heads) ** 0.5).softmax(-1)
 
-    block, B, T, N = model.blocks[0], 2, 4, 4
+    B, T, N = 2, 4, 4  # N == T here: only the values tell a patch axis from a frame axis
+    assert rec.grid == (2, 2) and rec.num_frames == T and len(rec.spatial) == len(rec.temporal) == 2
     with torch.no_grad():
-        x0 = model.embed(x)
-        # the token of patch n at frame t is 1 + n*T + t
-        patch_seqs = torch.stack([torch.stack([x0[:, 1 + n * T + t] for t in range(T)], 1) for n in range(N)], 1)
-        temporal = attention_from_weights(block.temporal_attn, block.temporal_norm1(patch_seqs))  # (B, N, heads, T, T)
-        temporal_out = block.temporal_attn(block.temporal_norm1(patch_seqs.flatten(0, 1))).unflatten(0, (B, N))
-        mixed = patch_seqs + block.temporal_fc(temporal_out)
-        frame_seqs = torch.stack([torch.stack([x0[:, 0]] + [mixed[:, n, t] for n in range(N)], 1) for t in range(T)], 1)
-        spatial = attention_from_weights(block.attn, block.norm1(frame_seqs))  # (B, T, heads, 1+N, 1+N)
-    torch.testing.assert_close(rec.temporal[0], temporal, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(rec.spatial[0], spatial, atol=1e-6, rtol=1e-5)
+        tokens = model.embed(x)
+        for i, block in enumerate(model.blocks):
+            # the token of patch n at frame t is 1 + n*T + t; (B, N, T, D), one sequence per patch
+            patch_seqs = torch.stack(
+                [torch.stack([tokens[:, 1 + n * T + t] for t in range(T)], 1) for n in range(N)], 1
+            )
+            temporal = attention_from_weights(block.temporal_attn, block.temporal_norm1(patch_seqs))
+            temporal_out = block.temporal_attn(block.temporal_norm1(patch_seqs.flatten(0, 1))).unflatten(0, (B, N))
+            mixed = patch_seqs + block.temporal_fc(temporal_out)
+            # (B, T, 1+N, D), one sequence per frame, the class token first
+            frame_seqs = torch.stack(
+                [torch.stack([tokens[:, 0]] + [mixed[:, n, t] for n in range(N)], 1) for t in range(T)], 1
+            )
+            spatial = attention_from_weights(block.attn, block.norm1(frame_seqs))
+            torch.testing.assert_close(rec.temporal[i], temporal, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(rec.spatial[i], spatial, atol=1e-6, rtol=1e-5)
+            tokens = block(tokens, T)  # the next block's input, from the model's own (fused) path
 
 
 # -- token order: a hand-built pattern comes out where it was put ----------------------------------
@@ -145,6 +152,73 @@ def test_hand_built_attention_comes_out_where_it_was_put():
     assert patch_temporal_attention(temporal, grid, (1, 1)).abs().sum() == 0
 
 
+def spotlight_model() -> TimeSformer:
+    """A divided micro model whose first block attends to bright patches: every token embeds as
+    +-(1, -1, 0, ...) (bright or dark patch), every query is the same fixed vector, and keys read the
+    sign; so each frame's class token looks at that frame's bright patch, and each patch's temporal
+    attention at the frames where it is bright. Positions and time add nothing."""
+    model = micro("divided_space_time")
+    D, heads = model.config.embed_dim, model.config.num_heads
+    head_dim = D // heads
+    with torch.no_grad():
+        for tensor in (model.pos_embed, model.time_embed, model.cls_token, model.patch_embed.proj.weight):
+            tensor.zero_()
+        pixels_per_patch = model.patch_embed.proj.weight[0].numel()
+        model.patch_embed.proj.weight[0] = 1.0 / pixels_per_patch  # channel 0: mean pixel - 0.5
+        model.patch_embed.proj.weight[1] = -1.0 / pixels_per_patch  # channel 1: its negative
+        model.patch_embed.proj.bias.zero_()
+        model.patch_embed.proj.bias[:2] = torch.tensor([-0.5, 0.5])
+        block = model.blocks[0]
+        block.temporal_fc.weight.zero_()  # the spatial attention sees the embeddings unchanged
+        block.temporal_fc.bias.zero_()
+        for attn in (block.temporal_attn, block.attn):
+            attn.qkv.weight[:2 * D].zero_()
+            attn.qkv.bias[:2 * D].zero_()
+            for h in range(heads):
+                attn.qkv.bias[h * head_dim] = 20.0  # query: a constant
+                attn.qkv.weight[D + h * head_dim, 0] = 1.0  # key: + for a bright token, - for a dark one
+    return model
+
+
+def test_a_real_recording_puts_each_frames_attention_on_its_bright_patch():
+    # a 2 x 3 grid and 4 frames: one bright patch per frame, on a path that visits no patch twice and
+    # is neither row-major nor column-major in time, so a swapped or transposed axis shows
+    path = torch.tensor([[0, 1], [1, 2], [1, 0], [0, 2]])
+    grid, T, patch_px = (2, 3), 4, 16
+    frames = np.zeros((T, 2 * patch_px, 3 * patch_px, 3), np.uint8)
+    for t, (row, col) in enumerate(path.tolist()):
+        frames[t, row * patch_px:(row + 1) * patch_px, col * patch_px:(col + 1) * patch_px] = 255
+    assert torch.equal(object_patches(frames, grid), path)
+
+    model = spotlight_model()
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0  # (1, 3, T, H, W)
+    with torch.no_grad(), record_attention(model) as rec:
+        model(x)
+    cls_maps = cls_attention(rec.spatial[0], grid)[0]  # (T, heads, h, w)
+    assert torch.equal(map_peaks(cls_maps.mean(1)), path)
+    assert (cls_maps.amax((-2, -1)) > 0.99).all()
+    assert torch.equal(map_peaks(attention_map(rec, "cls", block=0, head=1)), path)
+    assert object_following(rec, path[None])["cls"][0].all()
+    for t, (row, col) in enumerate(path.tolist()):
+        # patch (row, col) is bright only at frame t: from every frame it looks there
+        looks_at = patch_temporal_attention(rec.temporal[0], grid, (row, col))[0].argmax(-1)  # (heads, T)
+        assert (looks_at == t).all()
+        temporal_map = attention_map(rec, "temporal", block=0, patch=(row, col), frame=(t + 1) % T)
+        assert temporal_map[:, row, col].argmax() == t
+
+
+def test_object_patches_and_map_peaks():
+    frames = np.full((2, 32, 48, 3), 60, np.uint8)  # a 4 x 6 grid of 8 px patches
+    frames[0, 10:17, 20:27] = (230, 60, 60)  # a 7 px square, mostly in patch (1, 2)
+    frames[1, 13:20, 44:48] = 240  # half a square at the right edge, (2, 5)
+    assert object_patches(frames, (4, 6)).tolist() == [[1, 2], [2, 5]]
+    with pytest.raises(ValueError, match="4x5 patch grid"):
+        object_patches(frames, (4, 5))
+    maps = torch.zeros(3, 2, 2, 3)
+    maps[1, 0, 1, 2] = 1.0
+    assert map_peaks(maps).shape == (3, 2, 2) and map_peaks(maps)[1, 0].tolist() == [1, 2]
+
+
 def test_divided_block_mixing_composes_time_then_space():
     grid, T, N = (2, 3), 4, 6
     # time: every patch looks one frame ahead; space: every patch looks at the next patch, the class
@@ -167,6 +241,27 @@ def test_divided_block_mixing_composes_time_then_space():
     torch.testing.assert_close(with_residual.sum(-1), torch.ones(1, 1 + N * T))
 
 
+def test_temporal_attention_along_a_track_and_the_share_on_the_objects_frames():
+    grid, T, N = (2, 3), 4, 6
+    # the object sits at patch (0, 1) in frames 0-1, then at (1, 2) in frames 2-3
+    track = torch.tensor([[[0, 1], [0, 1], [1, 2], [1, 2]]])
+    temporal = torch.full((1, N, 2, T, T), 1.0 / T)  # uniform everywhere but at the object's two patches
+    temporal[0, 1, :] = torch.tensor([0.1, 0.7, 0.1, 0.1])  # patch 1 looks at frame 1 whatever the query frame
+    temporal[0, 5, 0] = torch.eye(T)  # patch 5: head 0 looks at its own frame, head 1 at frame 0
+    temporal[0, 5, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    rows = tracked_temporal_attention(temporal, track, grid)
+    expected = torch.stack([temporal[0, 1, :, 0].mean(0), temporal[0, 1, :, 1].mean(0),
+                            temporal[0, 5, :, 2].mean(0), temporal[0, 5, :, 3].mean(0)])
+    assert torch.equal(rows[0], expected)
+    share, uniform = object_frame_share(temporal, track, grid)
+    # frame 0: of the 0.9 it gives other frames, 0.7 goes to frame 1, where the object still is;
+    # frame 1: 0.1 of 0.3; frames 2 and 3 (the object at patch 5): head 1's attention goes to frame 0, gone
+    torch.testing.assert_close(share[0], torch.tensor([0.7 / 0.9, 0.1 / 0.3, 0.0, 0.0]))
+    torch.testing.assert_close(uniform[0], torch.full((4,), 1 / 3))
+    with pytest.raises(ValueError, match=r"track must be \(B, T, 2\)"):
+        tracked_temporal_attention(temporal, track[:, :3], grid)
+
+
 # -- rollout ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_rollout_of_an_identity_attention_model_is_the_identity(attention_type):
@@ -183,28 +278,69 @@ def test_rollout_of_an_identity_attention_model_is_the_identity(attention_type):
     rollout = attention_rollout(rec)
     assert torch.equal(rollout, torch.eye(rollout.shape[-1]).expand_as(rollout))
     assert cls_rollout(rec).abs().sum() == 0  # the class token only reaches itself
+    itself = torch.zeros(2, 4, 2, 2)
+    itself[:, 3, 0, 1] = 1.0
+    assert torch.equal(patch_rollout(rec, (0, 1), 3), itself)  # and every patch token itself
 
 
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_rollout_rows_sum_to_one_and_cls_rollout_is_its_first_row(attention_type):
+def test_rollout_rows_sum_to_one_and_the_cls_and_patch_rollouts_are_its_rows(attention_type):
     model = micro(attention_type)
     with record_attention(model) as rec:
         model(clip())
+    patch, frame = (1, 0), 2
+    n = 1 * 2 + 0
     for last_block in (0, -1):
         rollout = attention_rollout(rec, last_block)
         torch.testing.assert_close(rollout.sum(-1), torch.ones(rollout.shape[:-1]))
         maps = cls_rollout(rec, last_block)
-        assert maps.shape == (2, 4, 2, 2)
+        from_patch = patch_rollout(rec, patch, frame, last_block)
+        assert maps.shape == from_patch.shape == (2, 4, 2, 2)
         if attention_type == "space_only":
             torch.testing.assert_close(maps, rollout[:, :, 0, 1:].unflatten(-1, (2, 2)))
+            torch.testing.assert_close(from_patch[:, frame], rollout[:, frame, 1 + n, 1:].unflatten(-1, (2, 2)))
+            assert from_patch[:, [0, 1, 3]].abs().sum() == 0
         else:
             torch.testing.assert_close(maps, token_maps(rollout, 0, rec.grid, rec.num_frames))
+            query = token_index(patch, frame, rec.grid, rec.num_frames)
+            torch.testing.assert_close(from_patch, token_maps(rollout, query, rec.grid, rec.num_frames))
     one_block = AttentionRecording(
         rec.attention_type, rec.grid, rec.num_frames, rec.spatial[:1], rec.temporal[:1], rec.joint[:1]
     )
     torch.testing.assert_close(attention_rollout(rec, 0), attention_rollout(one_block))
     if attention_type == "divided_space_time":
         torch.testing.assert_close(attention_rollout(one_block), divided_block_mixing(rec.spatial[0], rec.temporal[0]))
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_object_following_gathers_the_peaks_of_every_block(attention_type):
+    model = micro(attention_type)
+    with record_attention(model) as rec:
+        model(clip(height=32, width=48))
+    track = torch.tensor([[[0, 1], [0, 2], [1, 2], [1, 2]], [[1, 0], [1, 0], [0, 0], [0, 1]]])
+    following = object_following(rec, track)
+    names = {"cls", "rollout"} | ({"patch_rollout", "patch_rollout_away"} if attention_type != "space_only" else set())
+    names |= {"time_share", "time_uniform"} if attention_type == "divided_space_time" else set()
+    assert set(following) == names and all(value.shape == (2, 2, 4) for value in following.values())
+    for block in range(2):
+        for sample in range(2):
+            def on_object(kind: str) -> torch.Tensor:
+                maps = attention_map(rec, kind, block, patch=tuple(track[sample, 0].tolist()), frame=0, sample=sample)
+                return (map_peaks(maps) == track[sample]).all(-1)
+
+            for kind in names & {"cls", "rollout", "patch_rollout"}:
+                assert torch.equal(following[kind][block, sample], on_object(kind)), (kind, block, sample)
+            if "patch_rollout_away" in names:
+                maps = attention_map(rec, "patch_rollout", block, patch=tuple(track[sample, 0].tolist()), sample=sample)
+                maps[:, track[sample, 0, 0], track[sample, 0, 1]] = 0.0
+                peaks_elsewhere = (map_peaks(maps) == track[sample]).all(-1)
+                assert torch.equal(following["patch_rollout_away"][block, sample], peaks_elsewhere)
+        if attention_type == "divided_space_time":
+            share, uniform = object_frame_share(rec.temporal[block], track, rec.grid)
+            assert torch.equal(following["time_share"][block], share)
+            assert torch.equal(following["time_uniform"][block], uniform)
+    with pytest.raises(ValueError, match=r"track must be \(B, T, 2\) = \(2, 4, 2\)"):
+        object_following(rec, track[:1])
 
 
 # -- one-call maps ---------------------------------------------------------------------------------
@@ -218,10 +354,13 @@ def test_attention_map_of_every_kind(attention_type):
             with pytest.raises(ValueError, match="no temporal attention"):
                 attention_map(rec, kind)
             continue
-        averaged = kind == "rollout" or (kind == "patch" and attention_type == "divided_space_time")
+        averaged = kind in ("rollout", "patch_rollout") or (kind == "patch" and attention_type == "divided_space_time")
+        assert averages_heads(kind, attention_type) == averaged
         for head in (None,) if averaged else (None, 1):
             maps = attention_map(rec, kind, block=0, head=head, patch=(1, 2), frame=3, sample=1)
             assert maps.shape == (4, 2, 3) and torch.isfinite(maps).all() and (maps >= 0).all()
+            # the last clip of the batch, by either index
+            torch.testing.assert_close(attention_map(rec, kind, 0, head, (1, 2), 3, sample=-1), maps)
         if averaged:
             with pytest.raises(ValueError, match="average the heads"):
                 attention_map(rec, kind, head=1)
@@ -231,6 +370,9 @@ def test_attention_map_of_every_kind(attention_type):
         attention_map(AttentionRecording(attention_type), "cls")
     last = rec.joint[-1] if rec.joint else rec.spatial[-1]
     torch.testing.assert_close(attention_map(rec, "cls", head=1), cls_attention(last, rec.grid, 4)[0, :, 1])
+    torch.testing.assert_close(attention_map(rec, "rollout", block=0, sample=1), cls_rollout(rec, 0)[1])
+    from_patch = attention_map(rec, "patch_rollout", block=0, patch=(1, 2), frame=3, sample=1)
+    torch.testing.assert_close(from_patch, patch_rollout(rec, (1, 2), 3, 0)[1])
 
 
 def test_temporal_and_patch_maps_are_drawn_at_the_query_patch():
@@ -266,12 +408,18 @@ def test_upsampled_maps_keep_the_peak_in_its_patch():
     assert 10 <= row < 20 and 20 <= col < 30
 
 
-def test_overlay_frames_normalise_the_strip_and_check_inputs():
+def test_overlay_frames_normalise_the_strip_or_each_frame_and_check_inputs():
     frames, maps = random_frames(), torch.rand(4, 2, 2)
     overlays = overlay_frames(frames, maps)
     assert overlays.dtype == np.uint8 and overlays.shape == frames.shape
     assert np.array_equal(overlay_frames(frames, maps * 7 + 3), overlays)
     assert np.array_equal(overlay_frames(frames, maps, alpha=0.0), frames)
+    # per frame, each frame's own scale: a frame scaled alone looks the same; over the strip it does not
+    scaled = maps * torch.tensor([1.0, 8.0, 0.125, 4.0])[:, None, None]  # powers of 2: exact in floats
+    assert np.array_equal(overlay_frames(frames, scaled, per_frame=True), overlay_frames(frames, maps, per_frame=True))
+    assert not np.array_equal(overlay_frames(frames, scaled), overlays)
+    flat = overlay_frames(frames, torch.ones(4, 2, 2), alpha=1.0, per_frame=True)  # no peak: the colormap's 0
+    assert np.array_equal(flat, np.broadcast_to(flat[0, 0, 0], flat.shape))
     with pytest.raises(ValueError, match=r"uint8 \(T, H, W, 3\)"):
         overlay_frames(torch.rand(4, 3, 32, 32), maps)
     with pytest.raises(ValueError, match="T = 4"):
@@ -292,6 +440,33 @@ def test_overlay_strip_and_files(tmp_path):
     assert len(decoded) == 4 and (decoded[0].height, decoded[0].width) == (32, 32)
 
 
+def test_overlay_strip_outlines_the_track_and_the_query():
+    frames, maps = random_frames(), torch.rand(2, 4, 2, 2)
+    track = [(0, 0), (0, 1), (1, 1), (1, 0)]
+    fig = overlay_strip(frames, maps, track=track, mark_patch=(2, 0, 1))
+    outlines = [[(p.get_xy(), p.get_edgecolor()[:3]) for p in ax.patches] for ax in fig.axes]
+    assert len(outlines) == 8 and outlines[:4] == outlines[4:]  # every row of strips is marked alike
+    black, white = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    # 16 px cells, corners at pixel edges (-0.5): frame t's track patch, plus the query in frame 2
+    assert outlines[0] == [((-0.5, -0.5), black)] and outlines[1] == [((15.5, -0.5), black)]
+    assert outlines[2] == [((15.5, 15.5), black), ((15.5, -0.5), white)]
+    assert outlines[3] == [((-0.5, 15.5), black)]
+    with pytest.raises(ValueError, match=r"one \(row, col\) per frame, 4; got 3"):
+        overlay_strip(frames, maps, track=track[:3])
+
+
+def test_temporal_attention_figure():
+    matrices = torch.softmax(torch.randn(3, 4, 4), -1)
+    fig = temporal_attention_figure(matrices, ["block 0", "block 1", "block 2"], title="time")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["block 0", "block 1", "block 2"]
+    shown = [ax.images[0] for ax in panels]
+    assert all(np.array_equal(image.get_array(), m.numpy()) for image, m in zip(shown, matrices))
+    assert {image.get_clim() for image in shown} == {(0.0, float(matrices.max()))}  # one colour scale
+    with pytest.raises(ValueError, match="a label per panel"):
+        temporal_attention_figure(matrices, ["block 0"])
+
+
 # -- the explorer ----------------------------------------------------------------------------------
 def test_explorer_builds_without_a_display_and_follows_its_controls():
     model = micro("divided_space_time")
@@ -309,10 +484,16 @@ def test_explorer_builds_without_a_display_and_follows_its_controls():
 
     seen = {bytes(image.value)}
     for name, value in [("map", "temporal"), ("patch row", 1), ("patch col", 1), ("query frame", 2),
-                        ("head", "1"), ("block", 0), ("map", "patch"), ("map", "rollout")]:
+                        ("head", "1"), ("block", 0), ("map", "patch"), ("map", "patch_rollout")]:
         controls[name].value = value
         seen.add(bytes(image.value))
-    assert len(seen) == 9  # every change redrew something new
+        assert controls["query frame"].disabled == (controls["map"].value not in QUERY_KINDS)
+    assert controls["head"].disabled and not controls["query frame"].disabled
+    controls["map"].value = "rollout"
+    seen.add(bytes(image.value))
+    controls["scale per frame"].value = True
+    seen.add(bytes(image.value))
+    assert len(seen) == 11  # every change redrew something new
     assert controls["head"].disabled and controls["query frame"].disabled
 
     controls["video"].value = "wide"

@@ -3,7 +3,9 @@
 
 Maps ``(T, h, w)`` are upsampled bilinearly onto the frames they were computed from, normalised to
 [0, 1] over the whole strip (so that frames compare with one another; each strip of a multi-row figure
-is normalised on its own), coloured and blended with the frames.
+is normalised on its own) or, with ``per_frame=True``, frame by frame (to see where each frame's peak
+is when one frame holds most of the weight, as in the rollout of a patch), coloured and blended with
+the frames.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from .attention import MAP_KINDS, attention_map, record_attention
+from .attention import MAP_KINDS, QUERY_KINDS, attention_map, averages_heads, record_attention
 from .model import TimeSformer
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -48,14 +50,17 @@ def upsample_maps(maps: ArrayLike, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
 
 
-def overlay_frames(frames: ArrayLike, maps: ArrayLike, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """The frames with their maps blended on top, normalised over the whole strip.
+def overlay_frames(
+    frames: ArrayLike, maps: ArrayLike, alpha: float = 0.5, cmap: str = "jet", per_frame: bool = False
+) -> np.ndarray:
+    """The frames with their maps blended on top, normalised over the whole strip or frame by frame.
 
     Args:
         frames: uint8 ``(T, H, W, 3)``.
         maps: ``(T, h, w)``, any grid (upsampled to H x W).
         alpha: opacity of the heat map.
         cmap: matplotlib colormap name.
+        per_frame: normalise each frame's map on its own rather than the strip's together.
 
     Returns:
         uint8 ``(T, H, W, 3)``.
@@ -65,8 +70,9 @@ def overlay_frames(frames: ArrayLike, maps: ArrayLike, alpha: float = 0.5, cmap:
     if len(shape) != 3 or shape[0] != len(frames):
         raise ValueError(f"maps must be (T, h, w) with T = {len(frames)} frames; got shape {shape}")
     heat = upsample_maps(maps, frames.shape[1:3])
-    low, high = heat.min(), heat.max()
-    heat = (heat - low) / (high - low) if high > low else np.zeros_like(heat)
+    axes = (1, 2) if per_frame else None
+    low, span = heat.min(axis=axes, keepdims=True), np.ptp(heat, axis=axes, keepdims=True)
+    heat = np.divide(heat - low, span, out=np.zeros_like(heat), where=span > 0)  # a flat map: all 0
     colours = matplotlib.colormaps[cmap](heat)[..., :3] * 255.0
     return ((1.0 - alpha) * frames + alpha * colours).round().astype(np.uint8)
 
@@ -77,8 +83,10 @@ def overlay_strip(
     row_labels: Optional[Sequence[str]] = None,
     title: Optional[str] = None,
     mark_patch: Optional[tuple[int, int, int]] = None,
+    track: Optional[ArrayLike] = None,
     alpha: float = 0.5,
     cmap: str = "jet",
+    per_frame: bool = False,
     panel_inches: float = 1.6,
 ) -> Figure:
     """A figure of the frames side by side with the maps overlaid: one strip, or one per block or head.
@@ -88,20 +96,25 @@ def overlay_strip(
         maps: ``(T, h, w)`` for one strip, ``(rows, T, h, w)`` for several (each normalised on its own).
         row_labels: a label per strip, e.g. ``["block 0", "block 1"]``.
         title: figure title.
-        mark_patch: (frame, row, col) of a patch to outline, e.g. the query of a temporal map.
+        mark_patch: (frame, row, col) of a patch to outline (solid white), e.g. the query of a temporal map.
+        track: ``(T, 2)`` (row, col) of one patch per frame to outline (dashed black), e.g. where the
+            object is (``tsf.attention.object_patches``), so that a map can be seen following it.
         alpha: opacity of the heat maps.
         cmap: matplotlib colormap name.
+        per_frame: normalise every frame's map on its own (``overlay_frames``).
         panel_inches: size of one frame's panel.
     """
     frames = _frames_array(frames)
     maps = torch.as_tensor(maps)
     strips = maps[None] if maps.ndim == 3 else maps
     rows, num_frames = strips.shape[:2]
+    if track is not None and len(track) != num_frames:
+        raise ValueError(f"track must give one (row, col) per frame, {num_frames}; got {len(track)}")
     figsize = (panel_inches * num_frames, panel_inches * rows + (0.4 if title else 0.0))
     fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(rows, num_frames, squeeze=False)
     for r, strip in enumerate(strips):
-        for t, image in enumerate(overlay_frames(frames, strip, alpha, cmap)):
+        for t, image in enumerate(overlay_frames(frames, strip, alpha, cmap, per_frame)):
             axes[r, t].imshow(image)
             axes[r, t].set_xticks([])
             axes[r, t].set_yticks([])
@@ -109,13 +122,48 @@ def overlay_strip(
                 axes[r, t].set_title(f"t = {t}", fontsize=9)
         if row_labels is not None:
             axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
+    cell_h, cell_w = frames.shape[1] / strips.shape[-2], frames.shape[2] / strips.shape[-1]
+    outlines = [] if track is None else [(t, row, col, "black", "--") for t, (row, col) in enumerate(np.asarray(track))]
     if mark_patch is not None:
-        frame, row, col = mark_patch
-        cell_h, cell_w = frames.shape[1] / strips.shape[-2], frames.shape[2] / strips.shape[-1]
-        for r in range(rows):
+        outlines.append((*mark_patch, "white", "-"))
+    for r in range(rows):
+        for frame, row, col, colour, style in outlines:
             # imshow puts pixel centres on integers, so pixel edges are at -0.5
             corner = (col * cell_w - 0.5, row * cell_h - 0.5)
-            axes[r, frame].add_patch(Rectangle(corner, cell_w, cell_h, fill=False, edgecolor="white", linewidth=1.5))
+            axes[r, frame].add_patch(
+                Rectangle(corner, cell_w, cell_h, fill=False, edgecolor=colour, linestyle=style, linewidth=1.5)
+            )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def temporal_attention_figure(
+    matrices: ArrayLike, labels: Sequence[str], title: Optional[str] = None, panel_inches: float = 2.2
+) -> Figure:
+    """Temporal attention matrices side by side on one colour scale (0 to the largest weight shown).
+
+    Args:
+        matrices: ``(panels, T, T)``; row t of a panel is how the query at frame t spreads its attention
+            over the T frames, e.g. ``tsf.attention.patch_temporal_attention(...)[0].mean(0)`` per block.
+        labels: a title per panel.
+        title: figure title.
+        panel_inches: size of one panel.
+    """
+    matrices = torch.as_tensor(matrices).detach().float().cpu()
+    if matrices.ndim != 3 or matrices.shape[1] != matrices.shape[2] or len(labels) != len(matrices):
+        raise ValueError(f"expected (panels, T, T) matrices and a label per panel; got shape "
+                         f"{tuple(matrices.shape)} and {len(labels)} labels")
+    figsize = (panel_inches * len(matrices) + 0.8, panel_inches + (0.4 if title else 0.0))  # + the colour bar
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    top = float(matrices.max())
+    for ax, matrix, label in zip(axes, matrices, labels):
+        image = ax.imshow(matrix.numpy(), cmap="viridis", vmin=0.0, vmax=top)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("key frame", fontsize=8)
+        ax.set_ylabel("query frame", fontsize=8)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="attention")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
@@ -129,7 +177,8 @@ def save_overlay_png(path: PathLike, frames: ArrayLike, maps: ArrayLike, dpi: in
         frames: uint8 ``(T, H, W, 3)``.
         maps: ``(T, h, w)`` or ``(rows, T, h, w)``.
         dpi: resolution.
-        **strip_options: ``overlay_strip`` options (row_labels, title, mark_patch, alpha, cmap, panel_inches).
+        **strip_options: ``overlay_strip`` options (row_labels, title, mark_patch, track, alpha, cmap, per_frame,
+            panel_inches).
     """
     path = Path(path)
     overlay_strip(frames, maps, **strip_options).savefig(path, format="png", dpi=dpi)
@@ -137,7 +186,8 @@ def save_overlay_png(path: PathLike, frames: ArrayLike, maps: ArrayLike, dpi: in
 
 
 def save_overlay_gif(
-    path: PathLike, frames: ArrayLike, maps: ArrayLike, fps: float = 4.0, alpha: float = 0.5, cmap: str = "jet"
+    path: PathLike, frames: ArrayLike, maps: ArrayLike, fps: float = 4.0, alpha: float = 0.5, cmap: str = "jet",
+    per_frame: bool = False,
 ) -> Path:
     """Save the overlaid frames as a looping animated GIF.
 
@@ -148,15 +198,17 @@ def save_overlay_gif(
         fps: frames per second.
         alpha: opacity of the heat map.
         cmap: matplotlib colormap name.
+        per_frame: normalise every frame's map on its own (``overlay_frames``).
     """
     path = Path(path)
-    images = [Image.fromarray(image) for image in overlay_frames(frames, maps, alpha, cmap)]
+    images = [Image.fromarray(image) for image in overlay_frames(frames, maps, alpha, cmap, per_frame)]
     images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return path
 
 
 def save_overlay_mp4(
-    path: PathLike, frames: ArrayLike, maps: ArrayLike, fps: int = 4, alpha: float = 0.5, cmap: str = "jet"
+    path: PathLike, frames: ArrayLike, maps: ArrayLike, fps: int = 4, alpha: float = 0.5, cmap: str = "jet",
+    per_frame: bool = False,
 ) -> Path:
     """Save the overlaid frames as an H.264 MP4 (odd sizes are padded by one edge pixel: yuv420p needs even).
 
@@ -167,9 +219,10 @@ def save_overlay_mp4(
         fps: frames per second.
         alpha: opacity of the heat map.
         cmap: matplotlib colormap name.
+        per_frame: normalise every frame's map on its own (``overlay_frames``).
     """
     path = Path(path)
-    images = overlay_frames(frames, maps, alpha, cmap)
+    images = overlay_frames(frames, maps, alpha, cmap, per_frame)
     _, height, width, _ = images.shape
     images = np.pad(images, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
     with av.open(str(path), mode="w") as container:
@@ -195,12 +248,14 @@ def attention_explorer(
     alpha: float = 0.5,
     cmap: str = "jet",
 ) -> widgets.VBox:
-    """An interactive explorer: choose video, map kind, block, head, query frame and patch; the overlay
-    strip follows. Each video is run through the model once, when first shown.
+    """An interactive explorer: choose video, map kind, block, head, query frame and patch, and whether the
+    colours scale per frame or over the strip; the overlay strip follows. Each video is run through the
+    model once, when first shown.
 
     Map kinds are those of ``tsf.attention.attention_map``: cls, rollout (through blocks 0..block),
-    temporal (divided models; the query patch's attention across frames) and patch (where the query
-    patch looks in space and time). Controls that a kind does not use are disabled.
+    temporal (divided models; the query patch's attention across frames), patch (where the query
+    patch looks in space and time in the block) and patch_rollout (where it draws from through blocks
+    0..block). Controls that a kind does not use are disabled.
 
     Args:
         model: the TimeSformer, in eval mode.
@@ -224,6 +279,7 @@ def attention_explorer(
     frame = widgets.IntSlider(min=0, max=0, description="query frame")
     row = widgets.IntSlider(min=0, max=0, description="patch row")
     col = widgets.IntSlider(min=0, max=0, description="patch col")
+    per_frame = widgets.Checkbox(value=False, description="scale per frame")
     caption = widgets.HTML()
     image = widgets.Image(format="png")
 
@@ -248,11 +304,10 @@ def attention_explorer(
         return attention_map(recording(name)[0], map_kind, block_index, head_index, (q_row, q_col), q_frame)
 
     def redraw(change=None) -> None:
-        queried = kind.value in ("temporal", "patch")
+        queried = kind.value in QUERY_KINDS
         for control in (frame, row, col):
             control.disabled = not queried
-        # heads are averaged by rollout and by the two-step path of a divided block
-        head.disabled = kind.value == "rollout" or (kind.value == "patch" and divided)
+        head.disabled = averages_heads(kind.value, cfg.attention_type)
         head_index = None if head.disabled or head.value == "mean" else int(head.value)
         query = (frame.value, row.value, col.value) if queried else (0, 0, 0)
         maps = cached_map(video.value, kind.value, block.value, head_index, query)
@@ -261,11 +316,13 @@ def attention_explorer(
             "rollout": f"class-token rollout, blocks 0-{block.value}",
             "temporal": f"temporal attention of patch ({row.value}, {col.value}) at t = {frame.value}",
             "patch": f"where patch ({row.value}, {col.value}) at t = {frame.value} looks",
+            "patch_rollout": f"rollout of patch ({row.value}, {col.value}) at t = {frame.value}, "
+                             f"blocks 0-{block.value}",
         }
         title = f"{video.value} | block {block.value} | head {'mean' if head_index is None else head_index}"
         fig = overlay_strip(
             clips[video.value][1], maps, title=f"{title} | {descriptions[kind.value]}",
-            mark_patch=query if queried else None, alpha=alpha, cmap=cmap,
+            mark_patch=query if queried else None, alpha=alpha, cmap=cmap, per_frame=per_frame.value,
         )
         image.value = _png_bytes(fig)
         caption.value = recording(video.value)[1]
@@ -277,19 +334,19 @@ def attention_explorer(
         redraw()
 
     video.observe(change_video, names="value")
-    for control in (kind, block, head, frame, row, col):
+    for control in (kind, block, head, frame, row, col, per_frame):
         control.observe(redraw, names="value")
     change_video()
     return widgets.VBox([
         widgets.HBox([video, kind, head]),
         widgets.HBox([block, frame]),
-        widgets.HBox([row, col]),
+        widgets.HBox([row, col, per_frame]),
         caption,
         image,
     ])
 
 
 __all__ = [
-    "upsample_maps", "overlay_frames", "overlay_strip", "save_overlay_png", "save_overlay_gif", "save_overlay_mp4",
-    "attention_explorer",
+    "upsample_maps", "overlay_frames", "overlay_strip", "temporal_attention_figure", "save_overlay_png",
+    "save_overlay_gif", "save_overlay_mp4", "attention_explorer",
 ]
