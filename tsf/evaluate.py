@@ -381,6 +381,13 @@ def temporal_clips_value(text: str) -> Union[int, str]:
     return count
 
 
+def sampling_with_flags(sampling: dict, args: argparse.Namespace) -> dict:
+    """The checkpoint's clip sampling (``load_model``) with the ``--sampling-rate``, ``--sampling``
+    and ``--target-fps`` flags that were given on top."""
+    given = {key: getattr(args, key) for key in ("sampling_rate", "sampling", "target_fps") if getattr(args, key) is not None}
+    return {**sampling, **given}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from . import recipes
 
@@ -421,12 +428,7 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint is None or args.data is None:
             raise ValueError("give --checkpoint and --data (flags, --set or the --config file)")
         model, sampling = load_model(args.checkpoint, args.num_heads)
-        if args.sampling_rate is not None:
-            sampling["sampling_rate"] = args.sampling_rate
-        if args.sampling is not None:
-            sampling["sampling"] = args.sampling
-        if args.target_fps is not None:
-            sampling["target_fps"] = args.target_fps
+        sampling = sampling_with_flags(sampling, args)
         out = args.out or (Path(args.checkpoint).parent if Path(args.checkpoint).is_file() else Path("."))
         result = evaluate(model, args.data, split=args.split, temporal_clips=args.temporal_clips,
                           spatial_crops=args.spatial_crops, batch_size=args.batch_size, num_workers=args.num_workers,

@@ -209,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .data import VideoReadError
-    from .evaluate import load_model
+    from .evaluate import load_model, sampling_with_flags
 
     missing = [str(v) for v in args.videos if not v.exists()]
     if missing:
@@ -217,12 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         model, sampling = load_model(args.checkpoint, args.num_heads)
-        if args.sampling_rate is not None:
-            sampling["sampling_rate"] = args.sampling_rate
-        if args.sampling is not None:
-            sampling["sampling"] = args.sampling
-        if args.target_fps is not None:
-            sampling["target_fps"] = args.target_fps
+        sampling = sampling_with_flags(sampling, args)
         results = []
         for video in args.videos:
             if args.window is not None:
