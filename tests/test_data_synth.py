@@ -33,8 +33,16 @@ def test_motion_clips_carry_the_direction_of_their_label(motion):
         frames = read_video_frames(sample.path, range(8))
         assert frames.shape == (8, 32, 32, 3)
         dx, dy = displacement(frames)
-        assert (np.sign(dx), np.sign(dy)) == DIRECTIONS[manifest.classes[sample.label]], sample.path
+        assert (np.sign(dx), np.sign(dy)) == tuple(np.sign(DIRECTIONS[manifest.classes[sample.label]])), sample.path
         assert 1 <= max(abs(dx), abs(dy)) <= 2  # 1-2 px per frame, a quarter of a patch at most
+
+
+def test_motion_directions_are_unit_steps_and_none_reverses_another():
+    # a direction and its reverse differ only in the order of the frames (see tsf.data.synth)
+    steps = np.array([DIRECTIONS[name] for name in TASKS["motion"]])
+    np.testing.assert_allclose(np.linalg.norm(steps, axis=1), 1.0)
+    for i, step in enumerate(steps):
+        assert not np.isclose(steps, -step).all(1).any(), TASKS["motion"][i]
 
 
 def test_motion_frames_look_alike_across_classes():
@@ -43,7 +51,10 @@ def test_motion_frames_look_alike_across_classes():
     for seed in range(10):
         videos = [render("motion", label, 8, 32, np.random.default_rng(seed)).astype(np.float64) for label in range(4)]
         stats = np.array([[(frame.mean(), frame.std()) for frame in video] for video in videos])  # (class, T, 2)
-        np.testing.assert_allclose(stats, np.broadcast_to(stats[0], stats.shape), rtol=0.05)
+        means, spreads = stats[..., 0], stats[..., 1]
+        np.testing.assert_allclose(means, np.broadcast_to(means[0], means.shape), rtol=0.01)
+        # diagonal steps put the square's antialiased edges at other sub-pixel phases: a little spread
+        np.testing.assert_allclose(spreads, np.broadcast_to(spreads[0], spreads.shape), rtol=0.1)
         assert not np.array_equal(videos[0][-1], videos[1][-1])
 
 
@@ -52,7 +63,7 @@ def test_motion_dataset_clips_keep_the_motion(motion):
     for item in (dataset[i] for i in range(len(dataset))):
         clip = item["clip"].permute(1, 2, 3, 0).numpy()
         dx, dy = displacement(clip)
-        assert (np.sign(dx), np.sign(dy)) == DIRECTIONS[dataset.classes[item["label"]]]
+        assert (np.sign(dx), np.sign(dy)) == tuple(np.sign(DIRECTIONS[dataset.classes[item["label"]]]))
 
 
 def test_generation_is_deterministic_per_seed(motion, tmp_path):
@@ -88,6 +99,11 @@ def test_ensure_synthetic_generates_once_and_redoes_an_interrupted_run(tmp_path)
     assert video.stat().st_mtime_ns != written and json.loads((out / MARKER).read_text())["videos_per_class"] == 2
     ensure_synthetic("motion", tmp_path, videos_per_class=3)  # other parameters: regenerated
     assert len(read_manifest(out / "train.csv").samples) == 4 * 2
+    marker = json.loads((out / MARKER).read_text())
+    (out / MARKER).write_text(json.dumps({**marker, "classes": ["up", "down", "left", "right"]}))  # an older task
+    written = video.stat().st_mtime_ns
+    ensure_synthetic("motion", tmp_path, videos_per_class=3)
+    assert video.stat().st_mtime_ns != written and json.loads((out / MARKER).read_text())["classes"] == list(TASKS["motion"])
 
 
 def test_synth_cli_and_its_errors(tmp_path, capsys):
