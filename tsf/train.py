@@ -793,11 +793,13 @@ class Trainer:
             step_stats = self._train_step(batches)
             window.add(*step_stats)
             epoch_totals.add(*step_stats)
-            self._emit("on_step_end")
+            # the step's metrics line is written before its checkpoint, so a kill between the two
+            # cannot leave a checkpoint whose last logged step is missing from metrics.jsonl
             if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                 self.last_record = window.record(self)
                 self._emit("on_log", self.last_record)
                 window = _Window()
+            self._emit("on_step_end")
         finished = self.epoch
         record = {"kind": "epoch", "epoch": finished, "step": self.step}
         if epoch_totals.steps:  # none when a resumed run restarts right at an epoch's end
