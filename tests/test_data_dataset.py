@@ -93,6 +93,9 @@ def test_multi_view_testing_is_deterministic_and_spread(test_videos):
     assert all(item["clip"].shape == (3, 4, 32, 32) and item["clip"].dtype == torch.uint8 for item in items)
     # windows of 4 x 2 frames at the start, centre and end; 4 samples spread over each window's 8 frames
     assert [levels(items[3 * t]["clip"]) for t in range(3)] == [[0, 2, 4, 7], [16, 18, 20, 23], [32, 34, 36, 39]]
+    # the indices behind a view, for showing what a prediction saw: the frames its clip holds
+    sample = dataset.manifest.samples[0]
+    assert [dataset.view_indices(sample, t).tolist() for t in range(3)] == [levels(items[3 * t]["clip"]) for t in range(3)]
     # spatial crops: left, centre and right of the 43 x 32 frame, so the square (top left) moves across them
     assert not torch.equal(items[0]["clip"], items[2]["clip"])
     assert all(torch.equal(a["clip"], b["clip"]) for a, b in zip(items, (dataset[i] for i in range(9))))

@@ -74,7 +74,8 @@ def class_balance(label_counts: Mapping[str, Sequence[int]], class_names: Sequen
     ax.set_xticks(positions + width * (len(label_counts) - 1) / 2, class_names, rotation=45 if len(class_names) > 8 else 0)
     ax.set_ylabel("videos")
     ax.set_title("class balance")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(class_names) <= 8 else -0.3),
+              ncol=len(label_counts), frameon=False)  # below the axes: never over a bar
     return fig
 
 

@@ -37,11 +37,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .model import ATTENTION_TYPES, PRESETS, TimeSformer, TimeSformerConfig, count_flops, create_model
+from .model import ATTENTION_TYPES, PRESETS, TimeSformer, TimeSformerConfig, count_flops
 
 PathLike = Union[str, Path]
 SCHEMES = ("space_only", "joint_space_time", "divided_space_time")  # the order of the paper's Table 1
-SCHEME_NAMES = {"space_only": "Space", "joint_space_time": "Joint Space-Time", "divided_space_time": "Divided Space-Time"}
+SCHEME_NAMES = {"space_only": "Space", "joint_space_time": "Joint Space-Time",
+                "divided_space_time": "Divided Space-Time"}
 SCHEME_COLOURS = {"space_only": "tab:gray", "joint_space_time": "tab:orange", "divided_space_time": "tab:blue"}
 # Table 1 of the paper: ViT-B/16 TimeSformer, 8 x 224, ImageNet-21k initialisation; top-1 %
 PAPER_TABLE1 = {
@@ -299,8 +300,8 @@ def plot_cost(frame_rows: Sequence[dict], size_rows: Sequence[dict], memory_cap_
             axes_row[2].axhline(memory_cap_gib, color="red", linewidth=1, label=f"cap {memory_cap_gib:g} GiB")
         axes_row[0].legend(fontsize=8)
         axes_row[2].legend(fontsize=8)
-    fig.suptitle("Cost of joint vs divided space-time attention (cf. the paper's Figure 3: joint explodes, divided grows gently)",
-                 fontsize=11)
+    fig.suptitle("Cost of joint vs divided space-time attention "
+                 "(cf. the paper's Figure 3: joint explodes, divided grows gently)", fontsize=11)
     return fig
 
 
@@ -406,8 +407,10 @@ def compare_schemes(tasks: Mapping[str, PathLike], configs: Mapping[str, object]
     if missing:
         raise ValueError(f"no TrainConfig for the tasks {sorted(missing)}: configs needs one per task")
     unknown = [s for s in schemes if s not in ATTENTION_TYPES]
-    if unknown or not seeds:
-        raise ValueError(f"schemes {unknown} are not attention types {ATTENTION_TYPES}" if unknown else "give at least one seed")
+    if unknown:
+        raise ValueError(f"schemes {unknown} are not attention types {ATTENTION_TYPES}")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
     results: dict = {key: {} for key in ("val_top1", "val_top1_per_seed", "train_time_s", "peak_memory_mib",
                                          "chance", "train_config")}
     results.update(params={}, gflops={}, seeds=list(seeds), memory_method=None, paper_table1=PAPER_TABLE1)
@@ -510,8 +513,8 @@ def plot_scheme_accuracy(results: Mapping, thresholds: Optional[Mapping[str, flo
 
 
 # -- divided attention follows the object --------------------------------------------------------
-def divided_attention_follows(model: TimeSformer, clip: torch.Tensor, frames: np.ndarray, query_frame: Optional[int] = None,
-                              block: int = -1) -> dict:
+def divided_attention_follows(model: TimeSformer, clip: torch.Tensor, frames: np.ndarray,
+                              query_frame: Optional[int] = None, block: int = -1) -> dict:
     """Where one token of a divided model looks, for a clip of the moving square: the query is the
     patch holding the square at ``query_frame``.
 
@@ -533,7 +536,8 @@ def divided_attention_follows(model: TimeSformer, clip: torch.Tensor, frames: np
     from .attention import attention_map, object_patches, record_attention
 
     if model.config.attention_type != "divided_space_time":
-        raise ValueError(f"divided_attention_follows needs a divided_space_time model; this one is {model.config.attention_type}")
+        raise ValueError(f"divided_attention_follows needs a divided_space_time model; "
+                         f"this one is {model.config.attention_type}")
     grid = (clip.shape[-2] // model.config.patch_size, clip.shape[-1] // model.config.patch_size)
     track = object_patches(frames, grid)
     query_frame = len(track) // 2 if query_frame is None else query_frame
@@ -546,5 +550,5 @@ def divided_attention_follows(model: TimeSformer, clip: torch.Tensor, frames: np
     per_frame = space_time.flatten(1)
     on_object = per_frame[torch.arange(len(track)), track[:, 0] * grid[1] + track[:, 1]] / per_frame.sum(1)
     return {"temporal": temporal, "space_time": space_time, "track": track, "on_object": on_object.tolist(),
-            "uniform": 1.0 / per_frame.shape[1], "query": (query_frame, *patch), "probabilities": probabilities.tolist(),
-            "block": range(len(model.blocks))[block]}
+            "uniform": 1.0 / per_frame.shape[1], "query": (query_frame, *patch),
+            "probabilities": probabilities.tolist(), "block": range(len(model.blocks))[block]}

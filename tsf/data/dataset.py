@@ -215,16 +215,7 @@ class VideoClipDataset(Dataset):
             VideoReadError: the video cannot give the clip (missing, unreadable, too short).
         """
         with self.open_video(sample) as video:
-            first, length = usable_frames(video, sample, self.num_frames)
-            rate = self._rate(video)
-            num_clips = self.num_temporal_clips
-            if num_clips == COVER:
-                # this video's own count: a replacement for a bad video may have fewer clips
-                num_clips = covering_clips(length, self.num_frames, rate)
-                temporal = min(temporal, num_clips - 1)
-            indices = first + clip_indices(self.sampling, length, self.num_frames, rate,
-                                           rng if self.train else None, temporal, num_clips)
-            frames = video.read(indices.tolist())
+            frames = video.read(self._indices(video, sample, temporal, rng).tolist())
         clip = torch.from_numpy(frames).permute(3, 0, 1, 2)  # (T, H, W, 3) -> (3, T, H, W)
         if self.train:
             low, high = self.short_side_range
@@ -239,6 +230,25 @@ class VideoClipDataset(Dataset):
         else:
             clip = spatial_crop(short_side_scale(clip, self.crop_size), self.crop_size, spatial, self.num_spatial_crops)
         return clip.contiguous()
+
+    def view_indices(self, sample: VideoSample, temporal: int = 0,
+                     rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """The frame indices ``load_clip`` reads for ``sample``: test view ``temporal``, or a
+        training draw from ``rng`` (e.g. to show the frames behind a prediction)."""
+        with self.open_video(sample) as video:
+            return self._indices(video, sample, temporal, rng)
+
+    def _indices(self, video: VideoReader, sample: VideoSample, temporal: int,
+                 rng: Optional[np.random.Generator]) -> np.ndarray:
+        first, length = usable_frames(video, sample, self.num_frames)
+        rate = self._rate(video)
+        num_clips = self.num_temporal_clips
+        if num_clips == COVER:
+            # this video's own count: a replacement for a bad video may have fewer clips
+            num_clips = covering_clips(length, self.num_frames, rate)
+            temporal = min(temporal, num_clips - 1)
+        return first + clip_indices(self.sampling, length, self.num_frames, rate,
+                                    rng if self.train else None, temporal, num_clips)
 
     def _flag(self, video: int, error: VideoReadError) -> None:
         if not self._bad_flags[video]:
