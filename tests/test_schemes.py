@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from tsf.attention import record_attention
+from tsf.bench import peak_memory
 from tsf.data import ensure_synthetic
 from tsf.data.synth import render
 from tsf.model import PRESETS, create_model
 from tsf.schemes import (
     SCHEMES, attention_cost, attention_memory_bytes, compare_schemes, count_architecture_flops,
-    divided_attention_follows, growth_exponents, peak_memory, plot_cost, plot_scheme_accuracy,
+    divided_attention_follows, growth_exponents, plot_cost, plot_scheme_accuracy,
     scheme_table,
 )
 from tsf.train import TrainConfig

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 SECTIONS = ("inference", "train", "data")
 
@@ -717,6 +717,47 @@ def _reset_rss_peak() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def peak_memory(device) -> Iterator[dict]:
+    """Peak memory used by the ``with`` body above what was in use when it started.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` at the start. CPU: the
+    process's resident-set high-water mark (``VmHWM``) minus its resident set at the start, after
+    returning freed heap pages to the OS and resetting the mark (Linux). DataLoader worker
+    processes are not included.
+
+    Args:
+        device: the device the body computes on.
+
+    Yields:
+        A dict filled when the body ends: ``peak_mib`` (None where it cannot be measured),
+        ``base_mib`` (in use at the start: allocated on CUDA, resident on CPU) and ``method``.
+    """
+    import torch
+
+    device = torch.device(device)
+    out: dict = {"peak_mib": None, "base_mib": None,
+                 "method": "unavailable (needs Linux /proc/self/clear_refs or CUDA)"}
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = out["base_mib"] = torch.cuda.memory_allocated(device) / 2**20
+        yield out
+        torch.cuda.synchronize(device)
+        out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20 - base
+        out["method"] = "torch.cuda.max_memory_allocated minus memory_allocated at the start"
+        return
+    reset = _reset_rss_peak()
+    base = out["base_mib"] = _proc_status_mb("VmRSS")
+    yield out
+    high_water = _proc_status_mb("VmHWM")
+    if reset and base is not None and high_water is not None:
+        out["peak_mib"] = max(high_water - base, 0.0)
+        out["method"] = ("process RSS high-water mark (VmHWM) minus RSS at the start, freed heap returned to the OS "
+                         "(malloc_trim) and the mark reset (/proc/self/clear_refs) first")
+
+
 def _train_child(spec: dict) -> dict:
     """``spec["repeats"]`` timed steps of ``spec["config"]`` after warm-up, then (``spec["memory"]``)
     the peak memory of one more step. Runs in a fresh process."""
@@ -734,29 +775,17 @@ def _train_child(spec: dict) -> dict:
                     "parameters": sum(p.numel() for p in case.model.parameters())}
     if not spec.get("memory", True):
         return result
-    gc.collect()
+    with peak_memory(dev) as memory:
+        case.step(name)
+    if memory["peak_mib"] is not None:
+        result["step_peak_mb"] = round(memory["peak_mib"], 1)
+    result["memory_method"] = memory["method"]
+    base = None if memory["base_mib"] is None else round(memory["base_mib"], 1)
     if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev) / 2**20
-        case.step(name)
-        torch.cuda.synchronize(dev)
-        result["step_peak_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20 - base, 1)
-        result["steady_state_allocated_mb"] = round(base, 1)
-        result["memory_method"] = "torch.cuda.max_memory_allocated during one step minus memory_allocated before it"
+        result["steady_state_allocated_mb"] = base
     else:
-        reset = _reset_rss_peak()
-        base = _proc_status_mb("VmRSS")
-        case.step(name)
-        if reset and base is not None:
-            result["step_peak_mb"] = round(_proc_status_mb("VmHWM") - base, 1)
-            result["memory_method"] = (
-                "VmHWM after one step minus VmRSS before it, freed heap returned to the OS (malloc_trim) and the "
-                "high-water mark reset (/proc/self/clear_refs) first")
-        else:
-            result["memory_method"] = "unavailable (needs Linux /proc/self/clear_refs)"
         result["rss_before_first_step_mb"] = None if rss_start is None else round(rss_start, 1)
-        result["steady_state_rss_mb"] = None if base is None else round(base, 1)  # weights, grads, AdamW state
+        result["steady_state_rss_mb"] = base  # weights, grads, AdamW state
     return result
 
 

@@ -23,20 +23,19 @@ which removes joint attention's quadratic memory but not its quadratic FLOPs.
 from __future__ import annotations
 
 import copy
-import gc
 import math
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from .bench import peak_memory
 from .model import ATTENTION_TYPES, PRESETS, TimeSformer, TimeSformerConfig, count_flops
 
 PathLike = Union[str, Path]
@@ -54,44 +53,6 @@ BYTES_FP32 = 4
 
 
 # -- memory ---------------------------------------------------------------------------------------
-@contextmanager
-def peak_memory(device: Union[str, torch.device]) -> Iterator[dict]:
-    """Peak memory used by the ``with`` body above what was in use when it started.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` at the start. CPU: the
-    process's resident-set high-water mark (``VmHWM``) minus its resident set at the start, after
-    returning freed heap pages to the OS and resetting the mark (Linux; the helpers of
-    ``tsf.bench``). DataLoader worker processes are not included.
-
-    Args:
-        device: the device the body computes on.
-
-    Yields:
-        A dict filled when the body ends: ``peak_mib`` (None where it cannot be measured) and ``method``.
-    """
-    from .bench import _proc_status_mb, _reset_rss_peak
-
-    device = torch.device(device)
-    out: dict = {"peak_mib": None, "method": "unavailable (needs Linux /proc/self/clear_refs or CUDA)"}
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        yield out
-        torch.cuda.synchronize(device)
-        out["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        out["method"] = "torch.cuda.max_memory_allocated minus memory_allocated at the start"
-        return
-    reset = _reset_rss_peak()
-    base = _proc_status_mb("VmRSS")
-    yield out
-    high_water = _proc_status_mb("VmHWM")
-    if reset and base is not None and high_water is not None:
-        out["peak_mib"] = max(high_water - base, 0.0)
-        out["method"] = "process RSS high-water mark (VmHWM) minus RSS at the start, the mark reset first"
-
-
 def attention_memory_bytes(config: TimeSformerConfig, num_frames: int, img_size: int, batch_size: int = 1,
                            training: bool = True) -> int:
     """Bytes of fp32 attention probabilities the explicit attention path holds at its peak.
