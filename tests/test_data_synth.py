@@ -26,9 +26,15 @@ def motion(tmp_path_factory):
     return generate("motion", tmp_path_factory.mktemp("synth") / "motion", videos_per_class=6, seed=3)
 
 
-def test_motion_clips_carry_the_direction_of_their_label(motion):
-    manifest = read_manifest(motion / "train.csv")
-    assert manifest.classes == list(TASKS["motion"]) and len(manifest.samples) == 4 * 5
+@pytest.fixture(scope="module")
+def dots(tmp_path_factory):
+    return generate("dots", tmp_path_factory.mktemp("synth") / "dots", videos_per_class=6, seed=3)
+
+
+@pytest.mark.parametrize("task", ["motion", "dots"])
+def test_motion_clips_carry_the_direction_of_their_label(task, request):
+    manifest = read_manifest(request.getfixturevalue(task) / "train.csv")
+    assert manifest.classes == list(TASKS[task]) and len(manifest.samples) == 4 * 5
     for sample in manifest.samples:
         frames = read_video_frames(sample.path, range(8))
         assert frames.shape == (8, 32, 32, 3)
@@ -45,11 +51,12 @@ def test_motion_directions_are_unit_steps_and_none_reverses_another():
         assert not np.isclose(steps, -step).all(1).any(), TASKS["motion"][i]
 
 
-def test_motion_frames_look_alike_across_classes():
-    # with the same seed, the four classes draw the same square, colour, speed, background and
+@pytest.mark.parametrize("task", ["motion", "dots"])
+def test_motion_frames_look_alike_across_classes(task):
+    # with the same seed, the four classes draw the same square(s), colours, speed, background and
     # noise and differ only in the direction: every frame has the same content, elsewhere
     for seed in range(10):
-        videos = [render("motion", label, 8, 32, np.random.default_rng(seed)).astype(np.float64) for label in range(4)]
+        videos = [render(task, label, 8, 32, np.random.default_rng(seed)).astype(np.float64) for label in range(4)]
         stats = np.array([[(frame.mean(), frame.std()) for frame in video] for video in videos])  # (class, T, 2)
         means, spreads = stats[..., 0], stats[..., 1]
         np.testing.assert_allclose(means, np.broadcast_to(means[0], means.shape), rtol=0.01)
@@ -58,8 +65,10 @@ def test_motion_frames_look_alike_across_classes():
         assert not np.array_equal(videos[0][-1], videos[1][-1])
 
 
-def test_motion_dataset_clips_keep_the_motion(motion):
-    dataset = VideoClipDataset(read_manifest(motion / "val.csv"), num_frames=8, train=False, crop_size=32)
+@pytest.mark.parametrize("task", ["motion", "dots"])
+def test_motion_dataset_clips_keep_the_motion(task, request):
+    dataset = VideoClipDataset(read_manifest(request.getfixturevalue(task) / "val.csv"), num_frames=8, train=False,
+                               crop_size=32)
     for item in (dataset[i] for i in range(len(dataset))):
         clip = item["clip"].permute(1, 2, 3, 0).numpy()
         dx, dy = displacement(clip)
@@ -79,6 +88,20 @@ def test_generation_is_deterministic_per_seed(motion, tmp_path):
     # the same frames went in; x264 here rounds a few pixels differently from one encode to the next
     assert np.abs(read_video_frames(first, range(8)).astype(int) - same).max() <= 12
     assert np.abs(read_video_frames(first.replace(str(motion), str(other)), range(8)).astype(int) - same).max() > 50
+
+
+def test_dots_frames_show_a_field_of_dots_and_the_other_tasks_one_square():
+    # the average of a dots clip's frames shows no line (many short, interchangeable paths), unlike
+    # the one square's path in the motion task; the draws of the single-square tasks are unchanged
+    rng = np.random.default_rng(0)
+    frame = render("dots", 0, 1, 32, rng)[0].astype(np.float64)
+    background = np.median(frame.reshape(-1, 3), axis=0)
+    covered = (np.abs(frame - background).max(-1) > 60).mean()
+    assert 0.08 < covered < 0.3, covered  # 20 dots of 3x3 px, some overlapping, on 32x32
+    for task in ("appearance", "motion"):
+        video = render(task, 1, 2, 32, np.random.default_rng(0)).astype(np.float64)
+        on = np.abs(video[0] - np.median(video[0].reshape(-1, 3), axis=0)).max(-1) > 60
+        assert 30 <= on.sum() <= 64, (task, on.sum())  # one 7x7 square (its antialiased edges may fall below)
 
 
 def test_appearance_class_is_the_square_colour(tmp_path):

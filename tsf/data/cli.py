@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-TASKS = ("appearance", "motion")  # tsf.data.synth.TASKS, kept here so that --help stays light
+TASKS = ("appearance", "motion", "dots")  # tsf.data.synth.TASKS, kept here so that --help stays light
 READERS = ("auto", "decord", "pyav")
 
 
@@ -38,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--write-clean", type=Path, metavar="CSV", help="write the good rows here as path,label[,start,end]")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    synth = sub.add_parser("synth", help="write the synthetic appearance or motion videos (H.264 .mp4 + CSVs)",
-                           description="Synthetic videos: 'appearance' (class = colour of a square) or 'motion' "
-                                       "(class = direction a square moves; every frame looks alike across classes).")
+    synth = sub.add_parser("synth", help="write the synthetic appearance, motion or dots videos (H.264 .mp4 + CSVs)",
+                           description="Synthetic videos: 'appearance' (class = colour of a square), 'motion' "
+                                       "(class = direction a square moves; every frame looks alike across classes) or "
+                                       "'dots' (class = direction a field of dots moves: the fair task for comparing "
+                                       "attention schemes, see tsf.data.synth).")
     synth.add_argument("--task", choices=TASKS, required=True, help="which task")
     synth.add_argument("--out", type=Path, help="folder to write (default: data/synthetic/<task> of the checkout)")
     synth.add_argument("--videos-per-class", type=int, default=80, help="train + val videos per class (default: 80)")

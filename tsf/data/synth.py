@@ -7,28 +7,34 @@
   class shows the same thing (one square somewhere, uniformly), so no single frame tells the
   class; a model that compares frames (divided or joint space-time attention) can read the
   direction. The motion is slow relative to an 8 px patch (at most a quarter of it per frame),
-  which is what temporal attention over a patch's own sequence can see.
+  which is what temporal attention over a patch's own sequence can see. One object to follow:
+  the task the attention maps (``tsf.attention``, notebook 04) are drawn on.
+- ``dots``: the same four directions, shown by a field of 20 small dots (3 px) that all move
+  together (a random-dot kinematogram, the classic stimulus of motion perception). The task on
+  which attention schemes are compared (notebook 05).
 
-Known flaw: the *set* of a clip's frames is not the same for every class. The places the square
-visits lie on a line along the class's axis, so space-only attention, which averages the frames'
-features, can read the axis without comparing frames in order (measured with the ``tiny`` preset,
-500 steps, AdamW beta2 0.95: 32-40% where chance is 25%; with beta2 0.999 it stayed near chance,
-but so, often, did divided attention). Only a direction and its reverse hold the same set of frames
-(with the wrap-around, a left-moving clip is a right-moving one played backwards), and telling
-those apart needs the *order* of the frames, which the tiny model trained from scratch learns
-only through its time embedding and did not learn in the budget (up/down/left/right: 50% after
-1,200 steps, the axis right and the sign at chance; right/left alone: at chance after 500). The
-divided model reaches 91-99.7% on these four directions in 800 steps (seeds 0, 1, 2).
+Why two motion tasks. The *set* of a ``motion`` clip's frames is not the same for every class:
+the places the one square visits lie on a line along the class's axis, so space-only attention,
+which averages the frames' features, reads the axis without comparing frames (measured with the
+``tiny`` preset, 500 steps: 32-40% where chance is 25%). In a ``dots`` clip every frame is the
+same kind of random field and the dots' paths are short, numerous and interchangeable, so the
+average of the frames shows no line to read (space-only: 25.0%, 26.9% and 26.9% in three runs),
+while a patch's own sequence of frames still shows the dots crossing it (divided attention:
+88-98% in 500 steps over seeds, 92-94% in 700). A fair task by the other route, classes that share their set
+of frames exactly (a direction and its reverse, or which frames a square is shown in), is decided
+by the *order* of the frames alone; the ``tiny`` model trained from scratch learns order only
+through its time embedding and stayed at chance on every such task we tried in the budget
+(up/down/left/right: the axis learnt, the sign not, after 1,200 steps).
 
-Nuisance variation: position, speed, the square's colour shade (appearance) or colour (motion),
-background brightness and tint, per-frame pixel noise. Everything is drawn from a generator
+Nuisance variation: position, speed, the square's colour shade (appearance) or colour (motion,
+dots), background brightness and tint, per-frame pixel noise. Everything is drawn from a generator
 seeded by ``(seed, task, class, video)``, the same draws for every class, so a seed always gives
 the same videos. Videos are encoded at a near-lossless quality (``crf 4``, yuv420p, High profile:
 browsers play it) so that the decoded frames keep the 1-2 px steps.
 
-Read the motion task with dense sampling at ``sampling_rate=1`` and without scale jitter (the
+Read the motion tasks with dense sampling at ``sampling_rate=1`` and without scale jitter (the
 short side scaled to the crop size): a stride of 2 or more doubles the per-frame speed, and a
-random rescale changes the speed and the square's size. The default writes videos exactly as long
+random rescale changes the speed and the objects' size. The default writes videos exactly as long
 as the clip; longer videos (``frames=16``) give training random windows.
 """
 from __future__ import annotations
@@ -45,6 +51,7 @@ PathLike = Union[str, os.PathLike]
 TASKS: dict[str, tuple[str, ...]] = {
     "appearance": ("red", "green", "blue", "yellow"),
     "motion": ("right", "up-right", "up", "up-left"),
+    "dots": ("right", "up-right", "up", "up-left"),
 }
 APPEARANCE_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 MOTION_COLOURS = ((230, 60, 60), (60, 210, 80), (70, 100, 240), (235, 215, 60), (230, 230, 230), (220, 80, 220))
@@ -52,6 +59,7 @@ MOTION_COLOURS = ((230, 60, 60), (60, 210, 80), (70, 100, 240), (235, 215, 60), 
 DIRECTIONS = {"right": (1.0, 0.0), "up-right": (0.5**0.5, -(0.5**0.5)), "up": (0.0, -1.0),
               "up-left": (-(0.5**0.5), -(0.5**0.5))}
 DEFAULTS = {"videos_per_class": 80, "frames": 8, "size": 32, "seed": 0, "val_fraction": 0.2}
+NUM_DOTS = 20  # dots per frame of the ``dots`` task (3 px each at 32 px: ~18% of the frame)
 FPS = 8
 CRF = 4
 MARKER = "synth.json"  # written last: its presence means the folder is complete
@@ -69,39 +77,53 @@ def render(task: str, label: int, frames: int, size: int, rng: np.random.Generat
     """One synthetic video as uint8 RGB ``(frames, size, size, 3)``.
 
     Args:
-        task: ``"appearance"`` or ``"motion"``.
+        task: ``"appearance"``, ``"motion"`` or ``"dots"``.
         label: class id, an index into ``TASKS[task]``.
         frames: frames in the video.
         size: side of the square frames in pixels.
         rng: the video's generator (all its nuisance variation comes from it).
     """
     name = TASKS[task][label]
-    side = max(3, round(size * 7 / 32))  # the 7 px square of the measured 32 px task
-    x0, y0 = rng.uniform(0, size, 2)
+    if task == "dots":
+        side = max(2, round(size * 3 / 32))
+        starts = rng.uniform(0, size, (NUM_DOTS, 2))
+        colours = np.array(MOTION_COLOURS)[rng.integers(len(MOTION_COLOURS), size=NUM_DOTS)]
+        colours = np.clip(colours + rng.uniform(-20, 20, (NUM_DOTS, 3)), 0, 255)
+    else:
+        side = max(3, round(size * 7 / 32))  # the 7 px square of the measured 32 px task
+        starts = rng.uniform(0, size, (1, 2))
     if task == "appearance":
-        colour = np.clip(np.array(APPEARANCE_COLOURS[name]) + rng.uniform(-25, 25, 3), 0, 255)
+        colours = np.clip(np.array(APPEARANCE_COLOURS[name]) + rng.uniform(-25, 25, (1, 3)), 0, 255)
         angle, speed = rng.uniform(0, 2 * np.pi), rng.uniform(0, 2)
         step = (speed * np.cos(angle), speed * np.sin(angle))
     else:
-        colour = np.clip(np.array(MOTION_COLOURS[rng.integers(len(MOTION_COLOURS))]) + rng.uniform(-20, 20, 3), 0, 255)
+        if task == "motion":
+            colours = np.clip(np.array(MOTION_COLOURS[rng.integers(len(MOTION_COLOURS))]) + rng.uniform(-20, 20, (1, 3)), 0, 255)
         speed = rng.uniform(1, 2)
         step = (speed * DIRECTIONS[name][0], speed * DIRECTIONS[name][1])
     background = rng.uniform(20, 90) + rng.uniform(-10, 10, 3)
     noise = rng.uniform(2, 8)
+    times = np.arange(frames)[:, None]
+    # (T, objects, size): how much each object covers of every row and column, in every frame
+    rows = _coverage(starts[:, 1] + times * step[1], side, size)
+    cols = _coverage(starts[:, 0] + times * step[0], side, size)
     video = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        mask = np.outer(_coverage(y0 + t * step[1], side, size), _coverage(x0 + t * step[0], side, size))[..., None]
-        frame = background * (1 - mask) + colour * mask + rng.normal(0, noise, (size, size, 3))
-        video[t] = np.clip(np.round(frame), 0, 255)
+        frame = np.broadcast_to(background, (size, size, 3))
+        for i, colour in enumerate(colours):  # later dots cover earlier ones
+            mask = np.outer(rows[t, i], cols[t, i])[..., None]
+            frame = frame * (1 - mask) + colour * mask
+        video[t] = np.clip(np.round(frame + rng.normal(0, noise, (size, size, 3))), 0, 255)
     return video
 
 
-def _coverage(position: float, side: int, size: int) -> np.ndarray:
+def _coverage(position, side: int, size: int) -> np.ndarray:
     """How much of each pixel ``[j, j + 1)`` the interval ``[position, position + side)`` covers
-    on a circle of ``size`` pixels (the frame wraps around: toroidal motion, antialiased edges)."""
-    start = position % size
+    on a circle of ``size`` pixels (the frame wraps around: toroidal motion, antialiased edges).
+    ``position`` may be an array: the result has its shape plus a last axis of ``size``."""
+    start = (np.asarray(position, dtype=np.float64) % size)[..., None]
     pixels = np.arange(size)
-    covered = np.zeros(size)
+    covered = np.zeros(start.shape[:-1] + (size,))
     for wrap in (-size, 0, size):
         covered += np.clip(np.minimum(pixels + 1, start + side + wrap) - np.maximum(pixels, start + wrap), 0, 1)
     return covered
@@ -138,7 +160,7 @@ def generate(task: str, out_dir: Optional[PathLike] = None, videos_per_class: in
     and last ``synth.json`` with the parameters. The ``train``/``val`` folders are replaced.
 
     Args:
-        task: ``"appearance"`` or ``"motion"``.
+        task: ``"appearance"``, ``"motion"`` or ``"dots"``.
         out_dir: the folder (default ``<data root>/synthetic/<task>``, see ``default_root``).
         videos_per_class: videos per class, train and val together.
         frames: frames per video (8 = the default clip; longer videos give dense sampling room).
@@ -189,7 +211,7 @@ def ensure_synthetic(task: str, root: Optional[PathLike] = None, **parameters) -
     generation leaves no ``synth.json``) or made with other parameters or classes.
 
     Args:
-        task: ``"appearance"`` or ``"motion"``.
+        task: ``"appearance"``, ``"motion"`` or ``"dots"``.
         root: folder holding one subfolder per task (default: ``default_root()``, i.e. the
             checkout's ``data/synthetic``).
         **parameters: ``generate``'s ``videos_per_class``, ``frames``, ``size``, ``seed``, ``val_fraction``.
