@@ -18,9 +18,9 @@ the places the one square visits lie on a line along the class's axis, so space-
 which averages the frames' features, reads the axis without comparing frames (measured with the
 ``tiny`` preset, 500 steps: 32-40% where chance is 25%). In a ``dots`` clip every frame is the
 same kind of random field and the dots' paths are short, numerous and interchangeable, so the
-average of the frames shows no line to read (space-only: 25.0%, 26.9% and 26.9% in three runs),
-while a patch's own sequence of frames still shows the dots crossing it (divided attention:
-88-98% in 500 steps over seeds, 92-94% in 700). A fair task by the other route, classes that share their set
+average of the frames shows no line to read (space-only: 25.0-27.8% in six runs), while a
+patch's own sequence of frames still shows the dots crossing it (divided attention: 88-98% in
+500 steps over seeds, 92.5-97.8% in 700). A fair task by the other route, classes that share their set
 of frames exactly (a direction and its reverse, or which frames a square is shown in), is decided
 by the *order* of the frames alone; the ``tiny`` model trained from scratch learns order only
 through its time embedding and stayed at chance on every such task we tried in the budget
