@@ -91,8 +91,6 @@ def test_generation_is_deterministic_per_seed(motion, tmp_path):
 
 
 def test_dots_frames_show_a_field_of_dots_and_the_other_tasks_one_square():
-    # the average of a dots clip's frames shows no line (many short, interchangeable paths), unlike
-    # the one square's path in the motion task; the draws of the single-square tasks are unchanged
     rng = np.random.default_rng(0)
     frame = render("dots", 0, 1, 32, rng)[0].astype(np.float64)
     background = np.median(frame.reshape(-1, 3), axis=0)

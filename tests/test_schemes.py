@@ -11,11 +11,11 @@ import torch
 from tsf.attention import record_attention
 from tsf.bench import peak_memory
 from tsf.data import ensure_synthetic
-from tsf.data.synth import render
+from tsf.data.synth import TASKS, render
 from tsf.model import PRESETS, create_model
 from tsf.schemes import (
     SCHEMES, attention_cost, attention_memory_bytes, compare_schemes, count_architecture_flops,
-    divided_attention_follows, growth_exponents, plot_cost, plot_scheme_accuracy,
+    divided_attention_follows, follows_moving_square, growth_exponents, plot_cost, plot_scheme_accuracy,
     scheme_table,
 )
 from tsf.train import TrainConfig
@@ -137,6 +137,21 @@ def test_divided_attention_follows_gives_maps_and_shares():
     assert sum(found["probabilities"]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="needs a divided_space_time model"):
         divided_attention_follows(create_model("micro", attention_type="space_only"), clip, frames)
+
+
+def test_follows_moving_square_measures_the_share_on_the_square_where_it_moved():
+    torch.manual_seed(0)
+    model = create_model("tiny", attention_type="divided_space_time", class_names=TASKS["motion"], depth=1)
+    found = follows_moving_square(model, num_clips=6, seed=7)
+    label, frames, follows = found["example"]
+    assert 0 < found["clips"] <= 6 and 0.0 <= found["share"] <= 1.0 and found["uniform"] == 1 / 16
+    assert frames.shape == (8, 32, 32, 3) and found["block"] == 0 and label in range(4)
+    # the example's frames are clip `label` mod 4 of the seed: the square really moves in that direction
+    assert (follows["track"] != follows["track"][follows["query"][0]]).any()
+    with pytest.raises(ValueError, match="needs a divided_space_time model"):
+        follows_moving_square(create_model("tiny", attention_type="space_only"), num_clips=1)
+    with pytest.raises(ValueError, match="no square left its patch in 0 clips"):
+        follows_moving_square(model, num_clips=0)
 
 
 def test_compare_schemes_gives_every_result_for_every_scheme_task_and_seed(tmp_path):

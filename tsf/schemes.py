@@ -513,3 +513,48 @@ def divided_attention_follows(model: TimeSformer, clip: torch.Tensor, frames: np
     return {"temporal": temporal, "space_time": space_time, "track": track, "on_object": on_object.tolist(),
             "uniform": 1.0 / per_frame.shape[1], "query": (query_frame, *patch),
             "probabilities": probabilities.tolist(), "block": range(len(model.blocks))[block]}
+
+
+def follows_moving_square(model: TimeSformer, num_clips: int = 32, seed: int = 7, block: int = 0) -> dict:
+    """How closely a divided model's attention follows a moving square, over clips of the one-square
+    ``motion`` task of ``tsf.data.synth`` rendered in memory (label ``i % 4`` for clip ``i``).
+
+    For each clip, ``divided_attention_follows`` from the square's patch in the middle frame; the
+    clip counts the share of the space-time path on the square's patch over the frames in which the
+    square has left the query's patch (a clip whose square never leaves it is skipped).
+
+    Args:
+        model: a ``divided_space_time`` model sized for the task (``tiny``: 8 frames of 32 px).
+        num_clips: clips rendered.
+        seed: their generator seed: ``np.random.default_rng([seed, i])`` for clip i.
+        block: which block's attention.
+
+    Returns:
+        ``share``: the mean over the counted clips; ``clips``: how many counted; ``uniform``: the
+        share of an even spread; ``block``; ``example``: ``(label, frames, follows)`` of the clip
+        followed best among those the model classifies right (all of them if it gets none right,
+        or has no class names to check against).
+    """
+    from .data import normalize
+    from .data.synth import TASKS, render
+
+    cfg = model.config
+    right_names = cfg.class_names is not None and tuple(cfg.class_names) == TASKS["motion"]
+    shares, counted = [], []
+    for video in range(num_clips):
+        label = video % len(TASKS["motion"])
+        frames = render("motion", label, cfg.num_frames, cfg.img_size, np.random.default_rng([seed, video]))
+        clip = normalize(torch.from_numpy(frames).permute(3, 0, 1, 2)[None], cfg.mean, cfg.std)
+        follows = divided_attention_follows(model, clip, frames, block=block)
+        track, query_frame = follows["track"], follows["query"][0]
+        moved = (track != track[query_frame]).any(1).numpy()
+        if moved.any():
+            share = float(np.mean(np.asarray(follows["on_object"])[moved]))
+            shares.append(share)
+            right = right_names and int(np.argmax(follows["probabilities"])) == label
+            counted.append((right, share, (label, frames, follows)))
+    if not counted:
+        raise ValueError(f"no square left its patch in {num_clips} clips: use more clips")
+    example = max(counted, key=lambda c: (c[0], c[1]))[2]
+    return {"share": statistics.fmean(shares), "clips": len(shares), "uniform": example[2]["uniform"],
+            "block": example[2]["block"], "example": example}
