@@ -540,7 +540,7 @@ def follows_moving_square(model: TimeSformer, num_clips: int = 32, seed: int = 7
 
     cfg = model.config
     right_names = cfg.class_names is not None and tuple(cfg.class_names) == TASKS["motion"]
-    shares, counted = [], []
+    counted = []  # (classified right, share, (label, frames, follows)) of each clip whose square left the patch
     for video in range(num_clips):
         label = video % len(TASKS["motion"])
         frames = render("motion", label, cfg.num_frames, cfg.img_size, np.random.default_rng([seed, video]))
@@ -550,11 +550,10 @@ def follows_moving_square(model: TimeSformer, num_clips: int = 32, seed: int = 7
         moved = (track != track[query_frame]).any(1).numpy()
         if moved.any():
             share = float(np.mean(np.asarray(follows["on_object"])[moved]))
-            shares.append(share)
             right = right_names and int(np.argmax(follows["probabilities"])) == label
             counted.append((right, share, (label, frames, follows)))
     if not counted:
         raise ValueError(f"no square left its patch in {num_clips} clips: use more clips")
     example = max(counted, key=lambda c: (c[0], c[1]))[2]
-    return {"share": statistics.fmean(shares), "clips": len(shares), "uniform": example[2]["uniform"],
+    return {"share": statistics.fmean(c[1] for c in counted), "clips": len(counted), "uniform": example[2]["uniform"],
             "block": example[2]["block"], "example": example}
