@@ -4,6 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Micro models gain nothing from a second intra-op thread and lose a lot when another
+    process competes for the cores (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def frame_level(index: int) -> int:

@@ -1,4 +1,5 @@
-"""Attention maps: recording, token order, analyses, rollout, overlays and the explorer widget."""
+"""Attention maps: recording, token order, maps, rollout, overlays and the explorer widget (whether they
+follow an object: test_following.py)."""
 from pathlib import Path
 
 import av
@@ -11,9 +12,9 @@ from PIL import Image
 
 import tsf
 from tsf.attention import (
-    MAP_KINDS, QUERY_KINDS, AttentionRecording, attention_map, attention_rollout, averages_heads, cls_attention,
-    cls_rollout, divided_block_mixing, map_peaks, object_following, object_frame_share, object_patches,
-    patch_rollout, patch_temporal_attention, record_attention, token_index, token_maps, tracked_temporal_attention,
+    MAP_KINDS, QUERY_KINDS, AttentionRecording, attention_map, attention_rollout, averages_heads, check_recorded,
+    cls_attention, cls_rollout, divided_block_mixing, patch_rollout, patch_temporal_attention, record_attention,
+    rollout_row, token_index, token_maps,
 )
 from tsf.model import ATTENTION_TYPES, Attention, TimeSformer, create_model
 from tsf.viz import (
@@ -71,13 +72,16 @@ def test_recording_shapes_rows_and_unchanged_logits(attention_type):
     assert all(torch.equal(a, b) for a, b in zip(recorded_tensors(rec), before))
 
 
-def test_recording_restores_settings_even_after_an_error():
+def test_recording_takes_the_explicit_path_and_restores_each_setting_even_after_an_error():
     model = micro("divided_space_time")
     model.blocks[1].attn.fused = False
-    with pytest.raises(ValueError), record_attention(model):
-        model(torch.zeros(1, 4, 3, 32, 32))  # (B, T, C, H, W): rejected by the model
     attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    with pytest.raises(ValueError), record_attention(model):
+        assert not any(m.fused for m in attentions)  # every attention passes its probabilities through attn_probs
+        model(torch.zeros(1, 4, 3, 32, 32))  # (B, T, C, H, W): rejected by the model
+    # each module gets its own setting back, not one for the whole model
     assert [m.fused for m in attentions] == [m is not model.blocks[1].attn for m in attentions]
+    assert not any(m.attn_probs._forward_hooks for m in attentions)
 
 
 def test_a_second_forward_replaces_the_first_and_forward_features_records():
@@ -188,35 +192,26 @@ def test_a_real_recording_puts_each_frames_attention_on_its_bright_patch():
     frames = np.zeros((T, 2 * patch_px, 3 * patch_px, 3), np.uint8)
     for t, (row, col) in enumerate(path.tolist()):
         frames[t, row * patch_px:(row + 1) * patch_px, col * patch_px:(col + 1) * patch_px] = 255
-    assert torch.equal(object_patches(frames, grid), path)
 
     model = spotlight_model()
     x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 255.0  # (1, 3, T, H, W)
     with torch.no_grad(), record_attention(model) as rec:
         model(x)
+    bright = path[:, 0] * grid[1] + path[:, 1]  # the bright patch of each frame, row-major
+
+    def peaks(maps: torch.Tensor) -> torch.Tensor:  # (..., h, w) -> row-major index of the maximum
+        return maps.flatten(-2).argmax(-1)
+
     cls_maps = cls_attention(rec.spatial[0], grid)[0]  # (T, heads, h, w)
-    assert torch.equal(map_peaks(cls_maps.mean(1)), path)
+    assert torch.equal(peaks(cls_maps.mean(1)), bright)
     assert (cls_maps.amax((-2, -1)) > 0.99).all()
-    assert torch.equal(map_peaks(attention_map(rec, "cls", block=0, head=1)), path)
-    assert object_following(rec, path[None])["cls"][0].all()
+    assert torch.equal(peaks(attention_map(rec, "cls", block=0, head=1)), bright)
     for t, (row, col) in enumerate(path.tolist()):
         # patch (row, col) is bright only at frame t: from every frame it looks there
         looks_at = patch_temporal_attention(rec.temporal[0], grid, (row, col))[0].argmax(-1)  # (heads, T)
         assert (looks_at == t).all()
         temporal_map = attention_map(rec, "temporal", block=0, patch=(row, col), frame=(t + 1) % T)
         assert temporal_map[:, row, col].argmax() == t
-
-
-def test_object_patches_and_map_peaks():
-    frames = np.full((2, 32, 48, 3), 60, np.uint8)  # a 4 x 6 grid of 8 px patches
-    frames[0, 10:17, 20:27] = (230, 60, 60)  # a 7 px square, mostly in patch (1, 2)
-    frames[1, 13:20, 44:48] = 240  # half a square at the right edge, (2, 5)
-    assert object_patches(frames, (4, 6)).tolist() == [[1, 2], [2, 5]]
-    with pytest.raises(ValueError, match="4x5 patch grid"):
-        object_patches(frames, (4, 5))
-    maps = torch.zeros(3, 2, 2, 3)
-    maps[1, 0, 1, 2] = 1.0
-    assert map_peaks(maps).shape == (3, 2, 2) and map_peaks(maps)[1, 0].tolist() == [1, 2]
 
 
 def test_divided_block_mixing_composes_time_then_space():
@@ -239,27 +234,6 @@ def test_divided_block_mixing_composes_time_then_space():
     assert torch.equal(token_maps(mixing, 0, grid, T), cls_reach)
     with_residual = divided_block_mixing(spatial, temporal)
     torch.testing.assert_close(with_residual.sum(-1), torch.ones(1, 1 + N * T))
-
-
-def test_temporal_attention_along_a_track_and_the_share_on_the_objects_frames():
-    grid, T, N = (2, 3), 4, 6
-    # the object sits at patch (0, 1) in frames 0-1, then at (1, 2) in frames 2-3
-    track = torch.tensor([[[0, 1], [0, 1], [1, 2], [1, 2]]])
-    temporal = torch.full((1, N, 2, T, T), 1.0 / T)  # uniform everywhere but at the object's two patches
-    temporal[0, 1, :] = torch.tensor([0.1, 0.7, 0.1, 0.1])  # patch 1 looks at frame 1 whatever the query frame
-    temporal[0, 5, 0] = torch.eye(T)  # patch 5: head 0 looks at its own frame, head 1 at frame 0
-    temporal[0, 5, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    rows = tracked_temporal_attention(temporal, track, grid)
-    expected = torch.stack([temporal[0, 1, :, 0].mean(0), temporal[0, 1, :, 1].mean(0),
-                            temporal[0, 5, :, 2].mean(0), temporal[0, 5, :, 3].mean(0)])
-    assert torch.equal(rows[0], expected)
-    share, uniform = object_frame_share(temporal, track, grid)
-    # frame 0: of the 0.9 it gives other frames, 0.7 goes to frame 1, where the object still is;
-    # frame 1: 0.1 of 0.3; frames 2 and 3 (the object at patch 5): head 1's attention goes to frame 0, gone
-    torch.testing.assert_close(share[0], torch.tensor([0.7 / 0.9, 0.1 / 0.3, 0.0, 0.0]))
-    torch.testing.assert_close(uniform[0], torch.full((4,), 1 / 3))
-    with pytest.raises(ValueError, match=r"track must be \(B, T, 2\)"):
-        tracked_temporal_attention(temporal, track[:, :3], grid)
 
 
 # -- rollout ---------------------------------------------------------------------------------------
@@ -304,43 +278,16 @@ def test_rollout_rows_sum_to_one_and_the_cls_and_patch_rollouts_are_its_rows(att
             torch.testing.assert_close(maps, token_maps(rollout, 0, rec.grid, rec.num_frames))
             query = token_index(patch, frame, rec.grid, rec.num_frames)
             torch.testing.assert_close(from_patch, token_maps(rollout, query, rec.grid, rec.num_frames))
+            # one row of the product, or one query per clip
+            torch.testing.assert_close(rollout_row(rec, query, last_block), rollout[:, query])
+            queries = torch.tensor([query, 0])
+            torch.testing.assert_close(rollout_row(rec, queries, last_block), rollout[torch.arange(2), queries])
     one_block = AttentionRecording(
         rec.attention_type, rec.grid, rec.num_frames, rec.spatial[:1], rec.temporal[:1], rec.joint[:1]
     )
     torch.testing.assert_close(attention_rollout(rec, 0), attention_rollout(one_block))
     if attention_type == "divided_space_time":
         torch.testing.assert_close(attention_rollout(one_block), divided_block_mixing(rec.spatial[0], rec.temporal[0]))
-
-
-@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
-def test_object_following_gathers_the_peaks_of_every_block(attention_type):
-    model = micro(attention_type)
-    with record_attention(model) as rec:
-        model(clip(height=32, width=48))
-    track = torch.tensor([[[0, 1], [0, 2], [1, 2], [1, 2]], [[1, 0], [1, 0], [0, 0], [0, 1]]])
-    following = object_following(rec, track)
-    names = {"cls", "rollout"} | ({"patch_rollout", "patch_rollout_away"} if attention_type != "space_only" else set())
-    names |= {"time_share", "time_uniform"} if attention_type == "divided_space_time" else set()
-    assert set(following) == names and all(value.shape == (2, 2, 4) for value in following.values())
-    for block in range(2):
-        for sample in range(2):
-            def on_object(kind: str) -> torch.Tensor:
-                maps = attention_map(rec, kind, block, patch=tuple(track[sample, 0].tolist()), frame=0, sample=sample)
-                return (map_peaks(maps) == track[sample]).all(-1)
-
-            for kind in names & {"cls", "rollout", "patch_rollout"}:
-                assert torch.equal(following[kind][block, sample], on_object(kind)), (kind, block, sample)
-            if "patch_rollout_away" in names:
-                maps = attention_map(rec, "patch_rollout", block, patch=tuple(track[sample, 0].tolist()), sample=sample)
-                maps[:, track[sample, 0, 0], track[sample, 0, 1]] = 0.0
-                peaks_elsewhere = (map_peaks(maps) == track[sample]).all(-1)
-                assert torch.equal(following["patch_rollout_away"][block, sample], peaks_elsewhere)
-        if attention_type == "divided_space_time":
-            share, uniform = object_frame_share(rec.temporal[block], track, rec.grid)
-            assert torch.equal(following["time_share"][block], share)
-            assert torch.equal(following["time_uniform"][block], uniform)
-    with pytest.raises(ValueError, match=r"track must be \(B, T, 2\) = \(2, 4, 2\)"):
-        object_following(rec, track[:1])
 
 
 # -- one-call maps ---------------------------------------------------------------------------------
@@ -368,6 +315,9 @@ def test_attention_map_of_every_kind(attention_type):
         attention_map(rec, "saliency")
     with pytest.raises(ValueError, match="no complete forward pass"):
         attention_map(AttentionRecording(attention_type), "cls")
+    with pytest.raises(ValueError, match="no complete forward pass"):
+        check_recorded(AttentionRecording(attention_type, spatial=[None, None]))
+    check_recorded(rec)
     last = rec.joint[-1] if rec.joint else rec.spatial[-1]
     torch.testing.assert_close(attention_map(rec, "cls", head=1), cls_attention(last, rec.grid, 4)[0, :, 1])
     torch.testing.assert_close(attention_map(rec, "rollout", block=0, sample=1), cls_rollout(rec, 0)[1])

@@ -140,12 +140,6 @@ def test_synth_cli_and_its_errors(tmp_path, capsys):
     assert "size=33: use an even size" in capsys.readouterr().err
 
 
-def test_the_cli_task_list_matches_the_generator():
-    from tsf.data import cli
-
-    assert cli.TASKS == tuple(TASKS)
-
-
 def test_loading_benchmark_reports_clips_per_second():
     from tsf.data.bench import benchmark_loading
 

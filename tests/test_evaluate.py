@@ -31,7 +31,7 @@ def test_metrics_from_averaged_probabilities():
 
 
 def test_evaluate_cli_multi_view_on_the_trained_run(tmp_path_factory, tmp_path):
-    run_dir, _ = appearance_run(tmp_path_factory)
+    run_dir = appearance_run(tmp_path_factory)
     data = appearance_data(tmp_path_factory)
     result = tsf_cli("evaluate", "--checkpoint", run_dir / "best.pt", "--data", data, "--temporal-clips", 2,
                      "--spatial-crops", 3, "--num-workers", 0, "--out", tmp_path, "--json")

@@ -4,7 +4,7 @@ import timm
 import torch
 
 import tsf
-from tsf.model import ATTENTION_TYPES, PRESETS, TimeSformer, create_model
+from tsf.model import ATTENTION_TYPES, PRESETS, TimeSformer, create_model, resize_pos_embed, resize_time_embed
 
 
 def micro(attention_type: str, **overrides) -> TimeSformer:
@@ -31,8 +31,9 @@ def test_fused_matches_explicit(attention_type):
     model = micro(attention_type)
     x = clip()
     fused = model(x)
-    model.set_fused_attention(False)
-    explicit = model(x)
+    with model.explicit_attention():
+        explicit = model(x)
+    assert all(m.fused for m in model.modules() if hasattr(m, "fused")), "explicit_attention restores on exit"
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
@@ -89,12 +90,22 @@ def test_other_frames_and_sizes_interpolate_embeddings(attention_type, tmp_path)
 
 
 def test_pos_embed_resize_keeps_the_grid_two_dimensional():
-    model = micro("divided_space_time")
-    with torch.no_grad():  # position embedding = row index, constant along columns
-        model.pos_embed[0, 1:] = torch.arange(2.0).repeat_interleave(2)[:, None].expand(4, 32)
-    resized = model._pos_embed(4, 4)[0, 1:, 0].reshape(4, 4)
-    assert torch.allclose(resized, resized[:, :1].expand(4, 4)), "columns must stay constant"
-    assert (resized[1:, 0] >= resized[:-1, 0]).all(), "rows must increase"
+    rows = torch.arange(2.0).repeat_interleave(2)[:, None].expand(4, 32)  # row index, constant along columns
+    pos_embed = torch.cat((torch.full((1, 32), 7.0), rows))[None]  # (1, 1 + 2*2, 32)
+    resized = resize_pos_embed(pos_embed, (4, 4))
+    assert resized.shape == (1, 1 + 16, 32) and torch.equal(resized[0, 0], pos_embed[0, 0]), "class position kept"
+    grid = resized[0, 1:, 0].reshape(4, 4)
+    assert torch.allclose(grid, grid[:, :1].expand(4, 4)), "columns must stay constant"
+    assert (grid[1:, 0] >= grid[:-1, 0]).all(), "rows must increase"
+    assert resize_pos_embed(pos_embed, (2, 2)) is pos_embed
+
+
+def test_time_embed_resize_is_linear_in_time():
+    time_embed = torch.arange(4.0)[None, :, None].expand(1, 4, 8)  # frame t: t
+    resized = resize_time_embed(time_embed.half(), 8)
+    assert resized.shape == (1, 8, 8) and resized.dtype == torch.float16
+    assert (resized[0, 1:, 0] >= resized[0, :-1, 0]).all() and resized[0, 0, 0] == 0 and resized[0, -1, 0] == 3
+    assert resize_time_embed(time_embed, 4) is time_embed
 
 
 def test_bad_inputs_name_the_expected_layout():

@@ -9,7 +9,7 @@ import tsf
 from test_train_cli import appearance_data, appearance_run, tsf_cli
 from tsf.data import read_manifest, read_video_frames, video_info
 from tsf.data.synth import write_video
-from tsf.predict import predict, timeline
+from tsf.prediction import predict, timeline
 
 OFFICIAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "official" / "tiny_divided_space_time.pyth"
 
@@ -33,7 +33,7 @@ def concatenate(videos: list[Path], out: Path) -> float:
 
 
 def test_predict_cli_names_the_right_class(tmp_path_factory, tmp_path):
-    run_dir, _ = appearance_run(tmp_path_factory)
+    run_dir = appearance_run(tmp_path_factory)
     data = appearance_data(tmp_path_factory)
     videos = val_videos(data)
     classes = (data / "classes.txt").read_text().split()
@@ -48,7 +48,7 @@ def test_predict_cli_names_the_right_class(tmp_path_factory, tmp_path):
 
 
 def test_timeline_over_a_long_video_follows_its_segments(tmp_path_factory, tmp_path):
-    run_dir, _ = appearance_run(tmp_path_factory)
+    run_dir = appearance_run(tmp_path_factory)
     data = appearance_data(tmp_path_factory)
     videos = val_videos(data)[:3]
     seconds = concatenate([v for v, _ in videos], tmp_path / "long.mp4")

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 import tsf
+from tsf.build import build_model
 from tsf.model import create_model
-from tsf.train import (
-    Callback, LRSchedule, NonFiniteLossError, ShardedShuffleSampler, TrainConfig, Trainer, build_model,
-    parameter_groups,
+from tsf.training import (
+    Callback, LivePlot, LRSchedule, NonFiniteLossError, ShardedShuffleSampler, TrainConfig, Trainer, parameter_groups,
 )
 from tsf.weights import load_checkpoint_file
 
@@ -36,14 +36,7 @@ class ColourClips(torch.utils.data.Dataset):
         return {"clip": clip, "label": label, "index": video, "view": view}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from a second intra-op thread, and lose 30x when another process
-    competes for the cores (OpenMP threads then wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FAST = dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine", warmup_epochs=0.2, grad_clip=1.0,
@@ -226,8 +219,6 @@ def test_finetune_from_a_checkpoint_with_new_classes_and_frozen_backbone(tmp_pat
 
 
 def test_live_plot_callback_draws_and_saves(tmp_path):
-    from tsf.train import LivePlot
-
     config = TrainConfig(epochs=2, batch_size=8, log_every=1, **FAST)
     plot = LivePlot(tmp_path / "curves.png")
     trainer = Trainer(micro(), config, ColourClips(16), ColourClips(6, seed=1), callbacks=[plot])

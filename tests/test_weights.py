@@ -1,4 +1,5 @@
-"""Weight loading and saving: official .pyth, Hugging Face, tsf, the zoo cache, ImageNet init."""
+"""Weight loading and saving: official .pyth, Hugging Face, tsf, the zoo cache, ImageNet init, build_model."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from torch import nn
 
 import tsf
 from tsf import zoo
+from tsf.build import build_model
+from tsf.huggingface import state_dict_to_hf
 from tsf.model import ATTENTION_TYPES, TimeSformer, create_model
 from tsf.weights import kinetics400_classes, load_checkpoint_file
 
@@ -28,8 +31,7 @@ def test_official_checkpoint_reproduces_official_logits(official_io, fused):
     assert (cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_frames, cfg.num_classes, cfg.attention_type) == (
         spec["img_size"], spec["patch_size"], spec["embed_dim"], spec["depth"], spec["num_frames"],
         spec["num_classes"], spec["attention_type"])
-    model.set_fused_attention(fused)
-    with torch.no_grad():
+    with torch.no_grad(), (contextlib.nullcontext() if fused else model.explicit_attention()):
         torch.testing.assert_close(model(official_io["input"]), official_io["logits"], atol=1e-4, rtol=0)
 
 
@@ -140,6 +142,23 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
         tsf.weights.load_weights_into(model, PYTH)
 
 
+def test_build_model_from_a_preset_an_imagenet_vit_or_a_checkpoint(tmp_path):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4)
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    names = ("a", "b")
+    started = build_model("tiny", class_names=names, imagenet_init=str(tmp_path / "vit.pth"))
+    assert started.config.class_names == names and started.head.out_features == 2
+    assert torch.equal(started.blocks[2].attn.qkv.weight, vit.blocks[2].attn.qkv.weight)
+    with pytest.raises(ValueError, match=r"does not fit --model micro: embed_dim 32 \(the ViT: 64\)"):
+        build_model("micro", class_names=names, imagenet_init=str(tmp_path / "vit.pth"))
+    with pytest.raises(ValueError, match="not both"):
+        build_model("tiny", init="best.pt", class_names=names)
+    assert build_model("micro", class_names=names).config.num_classes == 2
+
+
 def test_untrusted_pickles_are_refused_with_the_way_out(tmp_path):
     torch.save({"model_state": {}, "cfg": object.__new__(zoo.ZooEntry)}, tmp_path / "pickled.pyth")
     with pytest.raises(ValueError, match="trust_checkpoint=True"):
@@ -181,7 +200,7 @@ def test_zoo_hf_entry_downloads_a_directory(tmp_path, monkeypatch):
     model = create_model("micro").eval()
     tsf.save_pretrained(model, tmp_path / "remote" / "org--name", format="hf")
     # the hub serves pytorch_model.bin, which is what the zoo fetches
-    torch.save(tsf.weights.state_dict_to_hf(model.state_dict()), tmp_path / "remote" / "org--name" / "pytorch_model.bin")
+    torch.save(state_dict_to_hf(model.state_dict()), tmp_path / "remote" / "org--name" / "pytorch_model.bin")
     monkeypatch.setattr(zoo, "_HF", (tmp_path / "remote").as_uri() + "/{}/{}")
     monkeypatch.setitem(zoo.ZOO, "org/name", zoo.ZooEntry("org/name", "hf", "org--name", "t", 4, 32, 5, 1.0, 1))
     monkeypatch.setenv("TSF_CACHE", str(tmp_path / "cache"))

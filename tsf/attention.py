@@ -28,11 +28,8 @@ Rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", 2020), o
   attention gives the identity. space_only models keep one sequence per frame, so their rollout is
   per frame, ``(B, T, 1+N, 1+N)``.
 
-Following an object (the synthetic tasks: one square on a flat background): ``object_patches`` finds its
-patch in every frame, ``map_peaks`` the peak of any map, and ``object_following`` counts, block by block,
-the frames in which the class-token maps, the rollouts and the object's own patch land on it.
-A divided block's temporal attention never leaves a patch's place, so for it ``object_frame_share`` asks
-a question in time instead: does the object's patch attend to the frames in which the object is there?
+Whether these maps follow a moving object (the synthetic tasks' one square) is ``tsf.following``'s
+question.
 """
 from __future__ import annotations
 
@@ -42,7 +39,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .model import Attention, TimeSformer
+from .model import TimeSformer
 
 MAP_KINDS = ("cls", "rollout", "temporal", "patch", "patch_rollout")
 QUERY_KINDS = ("temporal", "patch", "patch_rollout")  # the kinds of map that follow a query patch and frame
@@ -76,9 +73,9 @@ class AttentionRecording:
 def record_attention(model: TimeSformer) -> Iterator[AttentionRecording]:
     """Record every block's attention probabilities while the ``with`` body runs the model.
 
-    Inside, every attention takes the explicit softmax path and forward hooks on its ``attn_probs``
-    copy the probabilities (before attention dropout) into the recording; on exit the hooks are
-    removed and each attention's fused setting is restored. A second forward pass in the same
+    Inside, every attention takes the explicit softmax path (``model.explicit_attention()``) and
+    forward hooks on its ``attn_probs`` copy the probabilities (before attention dropout) into the
+    recording; on exit the hooks are removed and each attention's own fused setting is restored. A second forward pass in the same
     ``with`` replaces the first one's maps. Works for ``model(clip)`` and ``model.forward_features``,
     clips of any size and frame count.
 
@@ -125,15 +122,12 @@ def record_attention(model: TimeSformer) -> Iterator[AttentionRecording]:
         handles.append(block.attn.attn_probs.register_forward_hook(recorder(spatial_kind, index)))
         if divided:
             handles.append(block.temporal_attn.attn_probs.register_forward_hook(recorder("temporal", index)))
-    fused_before = {module: module.fused for module in model.modules() if isinstance(module, Attention)}
-    model.set_fused_attention(False)
     try:
-        yield recording
+        with model.explicit_attention():  # restores each attention's own fused setting on exit
+            yield recording
     finally:
         for handle in handles:
             handle.remove()
-        for module, fused in fused_before.items():
-            module.fused = fused
 
 
 # -- token layout ----------------------------------------------------------------------------------
@@ -216,95 +210,6 @@ def patch_temporal_attention(temporal: torch.Tensor, grid: tuple[int, int], patc
     return temporal[:, row * w + col]
 
 
-def tracked_temporal_attention(temporal: torch.Tensor, track, grid: tuple[int, int]) -> torch.Tensor:
-    """Temporal attention along a moving object's track: row t is how the patch the object occupies at
-    frame t attends over the T frames (heads averaged).
-
-    A divided block's temporal attention keeps each patch on its own place, so this is what it can tell
-    about a moving object: whether the object's patch looks at the frames in which the object is in
-    that patch too (``object_frame_share``) or at the frames it has moved on from.
-
-    Args:
-        temporal: ``(B, N, heads, T, T)`` temporal attention of a divided block.
-        track: ``(B, T, 2)`` (row, col) per clip and frame, e.g. ``object_patches`` of each clip.
-        grid: (h, w) patch grid.
-
-    Returns:
-        ``(B, T, T)``.
-    """
-    track = torch.as_tensor(track)
-    B, N, _, T, _ = temporal.shape
-    if tuple(track.shape) != (B, T, 2) or N != grid[0] * grid[1]:
-        raise ValueError(f"track must be (B, T, 2) = ({B}, {T}, 2) for temporal attention of shape "
-                         f"{tuple(temporal.shape)} on a {grid[0]}x{grid[1]} grid; got {tuple(track.shape)}")
-    patches = track[..., 0] * grid[1] + track[..., 1]  # (B, T)
-    return temporal.float().mean(2)[torch.arange(B)[:, None], patches, torch.arange(T)]
-
-
-def object_frame_share(temporal: torch.Tensor, track, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether a moving object's patch attends, in time, to the frames in which the object is there too.
-
-    For each clip and frame t the query is the patch the object occupies at t (``tracked_temporal_attention``).
-    Over the other frames (the attention a patch pays to itself says nothing about the object), it gives
-    the share of the query's attention that goes to frames where the object is at the same patch, and
-    the share uniform attention would give those frames (0 where the object is there at t only).
-
-    Args:
-        temporal: ``(B, N, heads, T, T)`` temporal attention of a divided block.
-        track: ``(B, T, 2)`` (row, col) per clip and frame.
-        grid: (h, w) patch grid.
-
-    Returns:
-        ``(share, uniform_share)``, each ``(B, T)``.
-    """
-    rows = tracked_temporal_attention(temporal, track, grid)
-    track, T = torch.as_tensor(track), rows.shape[-1]
-    others = ~torch.eye(T, dtype=torch.bool)
-    object_there = (track[:, :, None] == track[:, None, :]).all(-1) & others  # (B, T query, T key)
-    # a query that attends to itself alone (hand-built attention) gives the object's frames nothing
-    share = (rows * object_there).sum(-1) / (rows * others).sum(-1).clamp_min(torch.finfo(rows.dtype).tiny)
-    return share, object_there.sum(-1) / (T - 1)
-
-
-# -- where things are ------------------------------------------------------------------------------
-def map_peaks(maps: torch.Tensor) -> torch.Tensor:
-    """The (row, col) of the maximum of each map: ``(..., h, w)`` -> ``(..., 2)`` (first maximum on ties).
-
-    Args:
-        maps: e.g. ``attention_map`` output ``(T, h, w)``: one peak per frame.
-    """
-    width = maps.shape[-1]
-    flat = maps.flatten(-2).argmax(-1)
-    return torch.stack((flat // width, flat % width), -1)
-
-
-def object_patches(frames, grid: tuple[int, int]) -> torch.Tensor:
-    """Where a lone object is in each frame: the patch whose pixels differ most from the background.
-
-    Made for clips with one object on a flat background, such as the synthetic tasks of
-    ``tsf.data.synth``: the object covers a few percent of the pixels, so each frame's per-channel
-    median is its background, and the patch with the largest mean absolute difference from it holds
-    the most of the object. Compare with ``map_peaks`` of a map to see whether attention follows it.
-
-    Args:
-        frames: uint8 ``(T, H, W, 3)`` (numpy or torch), H and W multiples of the grid.
-        grid: (h, w) patch grid of the model's input.
-
-    Returns:
-        ``(T, 2)`` (row, col) per frame.
-    """
-    pixels = torch.as_tensor(frames).float()
-    (h, w), (T, H, W, _) = grid, pixels.shape
-    if H % h or W % w:
-        raise ValueError(
-            f"frames of {H}x{W} pixels do not split into a {h}x{w} patch grid; pass the model's input frames"
-        )
-    background = pixels.flatten(1, 2).median(1).values  # (T, 3)
-    difference = (pixels - background[:, None, None]).abs().sum(-1)  # (T, H, W)
-    per_patch = difference.unflatten(1, (h, H // h)).unflatten(3, (w, W // w)).mean((2, 4))  # (T, h, w)
-    return map_peaks(per_patch)
-
-
 # -- rollout ---------------------------------------------------------------------------------------
 def _with_residual(mixing: torch.Tensor, residual: float) -> torch.Tensor:
     eye = torch.eye(mixing.shape[-1], dtype=mixing.dtype, device=mixing.device)
@@ -356,7 +261,8 @@ def divided_block_mixing(spatial: torch.Tensor, temporal: torch.Tensor, residual
     return _with_residual(_spatial_step(spatial), residual) @ _with_residual(_temporal_step(temporal), residual)
 
 
-def _check_recorded(rec: AttentionRecording) -> None:
+def check_recorded(rec: AttentionRecording) -> None:
+    """Raise ValueError unless ``rec`` holds every block of a forward pass."""
     blocks = rec.spatial + rec.temporal + rec.joint
     if not blocks or any(attn is None for attn in blocks):
         raise ValueError(
@@ -366,7 +272,7 @@ def _check_recorded(rec: AttentionRecording) -> None:
 
 def _rollout_steps(rec: AttentionRecording, last_block: int, residual: float) -> list[torch.Tensor]:
     """The attention steps of blocks 0..last_block with their residuals, in the order they apply."""
-    _check_recorded(rec)
+    check_recorded(rec)
     stop = range(len(rec.joint or rec.spatial))[last_block] + 1
     if rec.attention_type == "divided_space_time":
         return [
@@ -395,10 +301,17 @@ def attention_rollout(rec: AttentionRecording, last_block: int = -1, residual: f
     return rollout
 
 
-def _rollout_row(rec: AttentionRecording, query, last_block: int, residual: float) -> torch.Tensor:
+def rollout_row(rec: AttentionRecording, query, last_block: int = -1, residual: float = 0.5) -> torch.Tensor:
     """Row ``query`` of ``attention_rollout``, ``(B, 1+N*T)`` (space_only: ``(B, T, 1+N)``, a row per frame),
     one row through the product, last step first: (1+N*T)^2 work per step instead of (1+N*T)^3.
-    ``query`` is a token index, or a ``(B,)`` tensor of one per clip (not for space_only)."""
+
+    Args:
+        rec: a recording.
+        query: a token index (``token_index``; space_only: ``1 + n`` within a frame), or a ``(B,)`` tensor
+            of one per clip (not for space_only).
+        last_block: the last block composed (negative counts from the end).
+        residual: weight of the identity in each attention step.
+    """
     steps = _rollout_steps(rec, last_block, residual)
     if isinstance(query, int):
         row = steps[-1][..., query:query + 1, :]
@@ -421,7 +334,7 @@ def cls_rollout(rec: AttentionRecording, last_block: int = -1, residual: float =
     Returns:
         ``(B, T, h, w)``.
     """
-    row = _rollout_row(rec, 0, last_block, residual)
+    row = rollout_row(rec, 0, last_block, residual)
     if rec.attention_type == "space_only":
         return row[..., 1:].unflatten(-1, rec.grid)
     return patch_maps(row[..., 1:], rec.grid, rec.num_frames)
@@ -447,8 +360,8 @@ def patch_rollout(
     """
     query = token_index(patch, frame, rec.grid, rec.num_frames)
     if rec.attention_type != "space_only":
-        return patch_maps(_rollout_row(rec, query, last_block, residual)[..., 1:], rec.grid, rec.num_frames)
-    within_frame = _rollout_row(rec, 1 + patch[0] * rec.grid[1] + patch[1], last_block, residual)[:, frame, 1:]
+        return patch_maps(rollout_row(rec, query, last_block, residual)[..., 1:], rec.grid, rec.num_frames)
+    within_frame = rollout_row(rec, 1 + patch[0] * rec.grid[1] + patch[1], last_block, residual)[:, frame, 1:]
     maps = within_frame.new_zeros(within_frame.shape[0], rec.num_frames, *rec.grid)
     maps[:, frame] = within_frame.unflatten(-1, rec.grid)
     return maps
@@ -461,61 +374,6 @@ def _one_clip(rec: AttentionRecording, sample: int) -> AttentionRecording:
 
     return AttentionRecording(rec.attention_type, rec.grid, rec.num_frames, pick(rec.spatial), pick(rec.temporal),
                               pick(rec.joint))
-
-
-def object_following(rec: AttentionRecording, track, residual: float = 0.5) -> dict[str, torch.Tensor]:
-    """How the attention of every block relates to a lone object moving through the clips, frame by frame.
-
-    ``track`` gives the object's patch per clip and frame (``object_patches``); a map is "on the object"
-    in a frame when its peak (``map_peaks``) is the object's patch in that frame. Chance is 1/N; a map
-    that never moves is on the object wherever the object has not left its first patch.
-
-    Entries, one row per block b, ``(depth, B, T)``:
-        cls: block b's class-token attention (heads averaged) is on the object.
-        rollout: the class-token rollout through blocks 0..b is on the object.
-        patch_rollout: the rollout through blocks 0..b of the object's token in frame 0 (where the
-            object's patch looks over time, through space and time) is on the object; not for
-            space_only models, whose frames never meet.
-        patch_rollout_away: the same with the object's frame-0 place left out of every frame (chance
-            1/(N-1)): where else the token draws from. Its own place gets weight in every frame from
-            the residuals and, in divided blocks, the temporal step, whatever the object does.
-        time_share, time_uniform: divided models: ``object_frame_share`` of block b's temporal attention.
-
-    Args:
-        rec: a recording of the clips.
-        track: ``(B, T, 2)`` (row, col) of the object per clip and frame.
-        residual: weight of the identity in each rollout step.
-
-    Returns:
-        Entry name -> tensor (bool for the "on the object" entries).
-    """
-    _check_recorded(rec)
-    track, T = torch.as_tensor(track), rec.num_frames
-    depth, B = len(rec.joint or rec.spatial), (rec.joint or rec.spatial)[0].shape[0]
-    if tuple(track.shape) != (B, T, 2):
-        raise ValueError(f"track must be (B, T, 2) = ({B}, {T}, 2), a patch per recorded clip and frame; "
-                         f"got {tuple(track.shape)}")
-
-    def on_object(maps: torch.Tensor) -> torch.Tensor:
-        return (map_peaks(maps) == track).all(-1)
-
-    per_block = {
-        "cls": [on_object(cls_attention(attn, rec.grid, T).mean(2)) for attn in rec.joint or rec.spatial],
-        "rollout": [on_object(cls_rollout(rec, b, residual)) for b in range(depth)],
-    }
-    if rec.attention_type != "space_only":
-        first_tokens = torch.tensor([token_index(tuple(patch), 0, rec.grid, T) for patch in track[:, 0].tolist()])
-        maps = [patch_maps(_rollout_row(rec, first_tokens, b, residual)[:, 1:], rec.grid, T) for b in range(depth)]
-        per_block["patch_rollout"] = [on_object(m) for m in maps]
-        away = [m.clone() for m in maps]
-        for m in away:
-            m[torch.arange(B), :, track[:, 0, 0], track[:, 0, 1]] = -1.0  # below any attention weight
-        per_block["patch_rollout_away"] = [on_object(m) for m in away]
-    if rec.temporal:
-        shares = [object_frame_share(temporal, track, rec.grid) for temporal in rec.temporal]
-        per_block["time_share"] = [share for share, _ in shares]
-        per_block["time_uniform"] = [uniform for _, uniform in shares]
-    return {name: torch.stack(rows) for name, rows in per_block.items()}
 
 
 # -- one call per view -----------------------------------------------------------------------------
@@ -557,7 +415,7 @@ def attention_map(
         frame: frame of the query patch (temporal, patch and patch_rollout kinds).
         sample: which clip of the recorded batch.
     """
-    _check_recorded(rec)
+    check_recorded(rec)
     grid, T = rec.grid, rec.num_frames
     divided = rec.attention_type == "divided_space_time"
     if head is not None and averages_heads(kind, rec.attention_type):
@@ -599,7 +457,6 @@ def attention_map(
 
 __all__ = [
     "MAP_KINDS", "QUERY_KINDS", "AttentionRecording", "record_attention", "token_index", "patch_maps", "token_maps",
-    "cls_attention", "patch_temporal_attention", "tracked_temporal_attention", "object_frame_share", "map_peaks",
-    "object_patches", "divided_block_mixing", "attention_rollout", "cls_rollout", "patch_rollout", "object_following",
-    "averages_heads", "attention_map",
+    "cls_attention", "patch_temporal_attention", "divided_block_mixing", "check_recorded", "attention_rollout",
+    "rollout_row", "cls_rollout", "patch_rollout", "averages_heads", "attention_map",
 ]

@@ -16,10 +16,8 @@ clips as cover it and averages them all.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -29,9 +27,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import distributed
-
-PathLike = Union[str, Path]
+from . import runtime, zoo
+from .data import normalize, video_dataset
+from .runtime import PathLike
+from .weights import from_pretrained, load_checkpoint_file
 
 
 @dataclass
@@ -176,18 +175,15 @@ def evaluate_dataset(
         class_names: default the model's, else the dataset manifest's, else ``class_<id>``.
         progress: show a progress bar (rank 0).
     """
-    from .data import normalize
-    from .train import _AUTOCAST_DTYPE, resolve_precision
-
-    device = device if isinstance(device, torch.device) else distributed.resolve_device(device)
-    precision = resolve_precision(precision, device)
+    device = device if isinstance(device, torch.device) else runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
     config = getattr(model, "config", None)
     if normalization is None:
         if config is None or not hasattr(config, "mean"):
             raise ValueError(f"{type(model).__name__} has no config.mean/config.std: pass normalization=(mean, std)")
         normalization = (config.mean, config.std)
     mean, std = normalization
-    rank, world = _rank_and_world()
+    rank, world = runtime.rank_and_world()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
                         num_workers=num_workers, pin_memory=device.type == "cuda")
     local_sums: dict[int, np.ndarray] = {}  # video id -> sum of its views' softmax
@@ -204,8 +200,7 @@ def evaluate_dataset(
         with torch.no_grad():
             for batch in loader:
                 clip = normalize(batch["clip"].to(device, non_blocking=True), mean, std)
-                with torch.autocast(device.type, dtype=_AUTOCAST_DTYPE.get(precision, torch.float32),
-                                    enabled=precision != "fp32"):
+                with runtime.autocast(precision, device):
                     logits = model(clip)
                 probs = logits.float().softmax(-1).cpu().numpy()
                 for video, label, p in zip(batch["index"].tolist(), batch["label"].tolist(), probs):
@@ -220,7 +215,7 @@ def evaluate_dataset(
             bar.close()
     # views of one video may have been scored on different processes: merge the per-video sums
     sums, counts, labels = {}, {}, {}
-    for part_sums, part_counts, part_labels in distributed.all_gather_objects((local_sums, local_counts, local_labels)):
+    for part_sums, part_counts, part_labels in runtime.all_gather_objects((local_sums, local_counts, local_labels)):
         for video, p in part_sums.items():
             sums[video] = sums[video] + p if video in sums else p
             counts[video] = counts.get(video, 0) + part_counts[video]
@@ -238,12 +233,6 @@ def evaluate_dataset(
     names = _class_names(class_names, config, dataset, num_classes)
     return EvaluationResult(ids, label_array, probabilities, np.array([counts[v] for v in ids]), names,
                             _video_paths(dataset, ids))
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _class_names(given, config, dataset, num_classes: int) -> list[str]:
@@ -299,7 +288,7 @@ def evaluate(
         out_dir: if given, ``EvaluationResult.save`` writes the summary, predictions and confusion there.
         progress: show a progress bar.
     """
-    resolved = distributed.resolve_device(device)
+    resolved = runtime.resolve_device(device)
     dataset = data if isinstance(data, Dataset) else video_dataset(
         model, Path(data), split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps)
     result = evaluate_dataset(model.to(resolved), dataset, batch_size=batch_size, num_workers=num_workers,
@@ -309,42 +298,9 @@ def evaluate(
     return result
 
 
-def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Union[int, str], spatial_crops: int,
-                  sampling_rate: float, sampling: str, target_fps: Optional[float]) -> Dataset:
-    """The evaluation views of ``root/<split>.csv`` at the model's frames and crop size; the
-    folder's classes must be the model's (by name when the model has names, else by count)."""
-    from . import data as video_data
-
-    csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
-    for path in (csv_path, classes_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
-                                    f"(written by `python -m tsf data synth` / `tsf data manifest`)")
-    classes = list(video_data.load_classes(classes_path))
-    config = model.config
-    if config.class_names is not None and list(config.class_names) != classes:
-        differ = [f"{i}: model {m!r} vs data {d!r}" for i, (m, d) in enumerate(zip(config.class_names, classes)) if m != d]
-        raise ValueError(
-            f"the model's {len(config.class_names)} classes are not {classes_path}'s {len(classes)}"
-            + (f" (first differences: {'; '.join(differ[:3])})" if differ else "")
-            + "; evaluate on data with the model's label set, or fine-tune it on this one (tsf train --init)"
-        )
-    if config.num_classes < len(classes):
-        raise ValueError(f"{classes_path} lists {len(classes)} classes but the model predicts {config.num_classes}; "
-                         f"fine-tune it on this label set first (tsf train --init CKPT --data {root})")
-    return video_data.VideoClipDataset(
-        video_data.read_manifest(csv_path, classes=classes), num_frames=config.num_frames,
-        sampling_rate=sampling_rate, sampling=sampling, train=False, crop_size=config.img_size,
-        num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops, target_fps=target_fps,
-    )
-
-
 def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Module, dict]:
     """The model in ``checkpoint`` (anything ``tsf.from_pretrained`` reads) and the sampling it was
     trained with, when the checkpoint says (a tsf training run or a zoo entry)."""
-    from . import zoo
-    from .weights import from_pretrained, load_checkpoint_file
-
     model = from_pretrained(checkpoint, **({"num_heads": num_heads} if num_heads else {}))
     sampling: dict = {}
     entry = zoo.ZOO.get(checkpoint)
@@ -359,89 +315,3 @@ def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Mod
             sampling = {"sampling_rate": data_config["sampling_rate"], "sampling": data_config["sampling"],
                         "target_fps": data_config["target_fps"] or None}
     return model, sampling
-
-
-# defaults of the flags a --config file may also set (applied after it, so that flags > --set > file > these)
-DEFAULTS = {"split": "val", "temporal_clips": 1, "spatial_crops": 3, "batch_size": 8, "num_workers": 2,
-            "device": "auto", "precision": "auto"}
-
-
-def temporal_clips_value(text: str) -> Union[int, str]:
-    """``--temporal-clips``: a positive count or ``cover``."""
-    from .data.sampling import COVER
-
-    if text == COVER:
-        return COVER
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive number of clips nor {COVER!r}")
-    return count
-
-
-def sampling_with_flags(sampling: dict, args: argparse.Namespace) -> dict:
-    """The checkpoint's clip sampling (``load_model``) with the ``--sampling-rate``, ``--sampling``
-    and ``--target-fps`` flags that were given on top."""
-    given = {key: getattr(args, key) for key in ("sampling_rate", "sampling", "target_fps") if getattr(args, key) is not None}
-    return {**sampling, **given}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from . import recipes
-
-    parser.add_argument("--checkpoint",
-                        help="a run's best.pt/last.pt, an official .pyth, a Hugging Face folder or a zoo name (required)")
-    parser.add_argument("--data", type=Path, help="data folder with <split>.csv and classes.txt (required)")
-    parser.add_argument("--split", help="which <split>.csv to evaluate (default: val)")
-    parser.add_argument("--temporal-clips", type=temporal_clips_value, metavar="K|cover",
-                        help="clips per video, evenly spaced (paper, Kinetics: 1; default 1), or cover: per video, as "
-                             "many as cover it, ceil(length / clip span) (paper, HowTo100M long videos)")
-    parser.add_argument("--spatial-crops", type=int, help="crops per clip across the long side (paper: 3; default 3)")
-    parser.add_argument("--sampling-rate", type=float,
-                        help="video frames per clip frame, dense sampling (default: the training run's or zoo entry's, else 1)")
-    parser.add_argument("--target-fps", type=float,
-                        help="count --sampling-rate at this frame rate (default: the training run's or zoo entry's, else each video's own)")
-    parser.add_argument("--sampling", choices=("dense", "uniform"), help="clip sampling (default: as --sampling-rate)")
-    parser.add_argument("--batch-size", type=int, help="clips per forward pass (default 8)")
-    parser.add_argument("--num-workers", type=int, help="data-loading processes (default 2)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                        help="auto (default): bf16/fp16 autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--num-heads", type=int, help="attention heads of a checkpoint whose heads are not 64 wide")
-    parser.add_argument("--out", type=Path,
-                        help="folder for eval_<split>_{summary.json,predictions.csv,confusion.csv} "
-                             "(default: beside the checkpoint file, else the current folder)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    recipes.add_config_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    from . import recipes
-
-    try:
-        recipes.apply_config(args, "evaluate")
-        for key, value in DEFAULTS.items():
-            if getattr(args, key) is None:
-                setattr(args, key, value)
-        if args.checkpoint is None or args.data is None:
-            raise ValueError("give --checkpoint and --data (flags, --set or the --config file)")
-        model, sampling = load_model(args.checkpoint, args.num_heads)
-        sampling = sampling_with_flags(sampling, args)
-        out = args.out or (Path(args.checkpoint).parent if Path(args.checkpoint).is_file() else Path("."))
-        result = evaluate(model, args.data, split=args.split, temporal_clips=args.temporal_clips,
-                          spatial_crops=args.spatial_crops, batch_size=args.batch_size, num_workers=args.num_workers,
-                          device=args.device, precision=args.precision, out_dir=out, progress=not args.json, **sampling)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"tsf evaluate: {error}", file=sys.stderr)
-        return 2
-    summary = result.summary()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"{args.checkpoint} on {args.data / (args.split + '.csv')}: {summary['videos']} videos x "
-              f"{summary['views_per_video']} views: top-1 {summary['top1']:.4f}, top-{summary['top5_k']} "
-              f"{summary['top5']:.4f}, mean class accuracy {summary['mean_class_accuracy']:.4f}, loss {summary['loss']:.4f}")
-        print(f"wrote {out / f'eval_{args.split}_summary.json'}, _predictions.csv, _confusion.csv")
-    return 0

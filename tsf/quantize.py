@@ -6,10 +6,13 @@ input per call (dynamic quantization: no calibration data). The matmuls run on o
 kernels (fbgemm where PyTorch lacks oneDNN; VNNI where the CPU has it); patch embedding, LayerNorm,
 softmax and GELU stay fp32.
 
+    from tsf.quantize import int8_agreement, quantize
+
     model = tsf.from_pretrained("runs/demo/best.pt").eval()
-    int8 = tsf.quantize(model)            # model itself is left untouched
-    logits = int8(clip)                   # CPU, inference only (no autograd through int8 layers)
-    int8_agreement(model, clips)          # from tsf.quantize: top-1 agreement with the fp32 model
+    int8 = quantize(model)                # model itself is left untouched
+    with torch.no_grad():                 # CPU, inference only (no autograd through int8 layers);
+        logits = int8(clip)               # no grad also lets the blocks take tsf.lean's inference path
+    int8_agreement(model, clips)          # top-1 agreement with the fp32 model
 
 The quantized model is for inference in the process that made it: save the fp32 model, and
 quantize after loading (it takes a second).

@@ -12,20 +12,11 @@ which only warns, an unknown parameter name is an error.
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
 from pathlib import Path
 
 RUN_DIR_PARAMETER = "run_dir"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("notebooks", nargs="+", type=Path, help="notebooks to execute, in order")
-    parser.add_argument("--params", type=Path, help="YAML with one section of parameters per notebook stem")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (created); receives everything")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for every notebook that declares KEY; VALUE is parsed as YAML")
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict]:
@@ -37,18 +28,6 @@ def declared_parameters(notebook: Path) -> dict[str, dict]:
     if not params:
         raise ValueError(f"{notebook} has no cell tagged 'parameters'; tag the cell of literals that papermill may set")
     return params
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    import yaml
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-p {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
 
 
 def plan(notebooks: list[Path], params_file: Path | None, overrides: dict, run_dir: Path) -> list[tuple[Path, dict]]:
@@ -136,15 +115,3 @@ def prepare(notebooks: list[Path], run_dir: Path, params_file: Path | None = Non
                                    kernel_name="python3", progress_bar=False)
         prepared.append(target)
     return prepared
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        executed = execute(args.notebooks, args.out, args.params, _parse_overrides(args.param))
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"tsf run: {err}", file=sys.stderr)
-        return 1
-    print(f"[tsf run] done: {len(executed)} notebook(s) in {args.out}/")
-    for path in sorted(Path(args.out).glob("*.png")):
-        print(f"  figure: {path}")
-    return 0

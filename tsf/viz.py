@@ -98,7 +98,7 @@ def overlay_strip(
         title: figure title.
         mark_patch: (frame, row, col) of a patch to outline (solid white), e.g. the query of a temporal map.
         track: ``(T, 2)`` (row, col) of one patch per frame to outline (dashed black), e.g. where the
-            object is (``tsf.attention.object_patches``), so that a map can be seen following it.
+            object is (``tsf.following.object_patches``), so that a map can be seen following it.
         alpha: opacity of the heat maps.
         cmap: matplotlib colormap name.
         per_frame: normalise every frame's map on its own (``overlay_frames``).

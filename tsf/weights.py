@@ -12,6 +12,8 @@ Formats, detected by content (never by file name):
 
 Every architecture number the weights determine is inferred from them; ``num_heads`` is not
 visible in the weights and defaults to ``embed_dim // 64`` (true of every released model).
+``tsf.huggingface`` holds the Hugging Face layout (names, config files); building a model to
+train (preset, fine-tuning, ImageNet ViT) is ``tsf.build``.
 """
 from __future__ import annotations
 
@@ -26,10 +28,10 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 import yaml
 
-from .model import TimeSformer, TimeSformerConfig
+from . import huggingface, zoo
+from .model import TimeSformer, TimeSformerConfig, resize_pos_embed, resize_time_embed
 
 TSF_VERSION = 1
 StateDict = dict[str, torch.Tensor]
@@ -60,6 +62,7 @@ def load_checkpoint_file(path: Union[str, Path], trust_checkpoint: bool = False)
 
 
 def _strip_prefixes(sd: StateDict) -> StateDict:
+    """``sd`` without the ``module.`` (DDP) and ``model.`` (official wrapper) prefixes of its keys."""
     out = {}
     for key, value in sd.items():
         for prefix in ("module.", "model."):
@@ -67,67 +70,6 @@ def _strip_prefixes(sd: StateDict) -> StateDict:
                 key = key[len(prefix):]
         out[key] = value
     return out
-
-
-# -- Hugging Face name mapping ------------------------------------------------------------------
-# tsf (= official) block suffix  <->  transformers TimesformerLayer suffix
-_HF_BLOCK = {
-    "norm1": "layernorm_before",
-    "attn.qkv": "attention.attention.qkv",
-    "attn.proj": "attention.output.dense",
-    "temporal_norm1": "temporal_layernorm",
-    "temporal_attn.qkv": "temporal_attention.attention.qkv",
-    "temporal_attn.proj": "temporal_attention.output.dense",
-    "temporal_fc": "temporal_dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}
-_HF_TOP = {
-    "cls_token": "timesformer.embeddings.cls_token",
-    "pos_embed": "timesformer.embeddings.position_embeddings",
-    "time_embed": "timesformer.embeddings.time_embeddings",
-    "patch_embed.proj": "timesformer.embeddings.patch_embeddings.projection",
-    "norm": "timesformer.layernorm",
-    "head": "classifier",
-}
-
-
-_HF_LAYER = "timesformer.encoder.layer."
-
-
-def _name_to_hf(name: str) -> str:
-    parts = name.split(".")
-    if parts[0] == "blocks":  # blocks.{i}.{suffix}.{weight|bias}
-        return f"{_HF_LAYER}{parts[1]}.{_HF_BLOCK['.'.join(parts[2:-1])]}.{parts[-1]}"
-    module, _, leaf = name.rpartition(".")
-    return f"{_HF_TOP[module]}.{leaf}" if module else _HF_TOP[name]
-
-
-def _name_from_hf(name: str) -> str:
-    if name.startswith(_HF_LAYER):  # timesformer.encoder.layer.{i}.{suffix}.{weight|bias}
-        index, rest = name[len(_HF_LAYER):].split(".", 1)
-        suffix, leaf = rest.rsplit(".", 1)
-        return f"blocks.{index}.{_HF_BLOCK_INVERSE[suffix]}.{leaf}"
-    if name in _HF_TOP_INVERSE:
-        return _HF_TOP_INVERSE[name]
-    module, leaf = name.rsplit(".", 1)
-    return f"{_HF_TOP_INVERSE[module]}.{leaf}"
-
-
-_HF_BLOCK_INVERSE = {v: k for k, v in _HF_BLOCK.items()}
-_HF_TOP_INVERSE = {v: k for k, v in _HF_TOP.items()}
-
-
-def state_dict_to_hf(sd: StateDict) -> StateDict:
-    return {_name_to_hf(k): v for k, v in sd.items()}
-
-
-def state_dict_from_hf(sd: StateDict) -> StateDict:
-    unknown = [k for k in sd if not (k.startswith("timesformer.") or k.startswith("classifier."))]
-    if unknown:
-        raise ValueError(f"not a transformers Timesformer state dict: unexpected keys {unknown[:5]}")
-    return {_name_from_hf(k): v for k, v in sd.items()}
 
 
 # -- architecture inference ---------------------------------------------------------------------
@@ -195,7 +137,7 @@ def read_weights(source: Union[str, Path], trust_checkpoint: bool = False) -> tu
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return state_dict_from_hf(load_file(path)), {}
+        return huggingface.state_dict_from_hf(load_file(path)), {}
     ckpt = load_checkpoint_file(path, trust_checkpoint)
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
@@ -212,12 +154,13 @@ def read_weights(source: Union[str, Path], trust_checkpoint: bool = False) -> tu
             ckpt = ckpt[key]
             break
     if any(k.startswith("timesformer.") for k in ckpt):
-        return state_dict_from_hf(ckpt), {}
+        return huggingface.state_dict_from_hf(ckpt), {}
     return _strip_prefixes(ckpt), {}
 
 
 # fields the weights determine: from_pretrained refuses overrides that contradict them
 _DETERMINED = ("embed_dim", "depth", "patch_size", "in_chans", "mlp_ratio", "qkv_bias", "attention_type")
+
 
 def _official_cfg_fields(cfg) -> dict:
     """Frame count and normalisation from an official checkpoint's ``cfg`` (a YAML dump)."""
@@ -237,9 +180,9 @@ def _read_hf_dir(path: Path) -> tuple[StateDict, dict]:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{path} is a directory without config.json: not a Hugging Face model directory")
-    hf = json.loads(config_file.read_text())
-    if hf.get("model_type") != "timesformer":
-        raise ValueError(f"{config_file} has model_type={hf.get('model_type')!r}, expected 'timesformer'")
+    config = json.loads(config_file.read_text())
+    if config.get("model_type") != "timesformer":
+        raise ValueError(f"{config_file} has model_type={config.get('model_type')!r}, expected 'timesformer'")
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
@@ -248,44 +191,20 @@ def _read_hf_dir(path: Path) -> tuple[StateDict, dict]:
         sd = load_checkpoint_file(path / "pytorch_model.bin")
     else:
         raise FileNotFoundError(f"{path} has neither model.safetensors nor pytorch_model.bin")
-    known = {
-        "num_heads": hf["num_attention_heads"],
-        "layernorm_eps": hf.get("layer_norm_eps", 1e-6),
-        "num_frames": hf.get("num_frames", 8),
-    }
-    id2label = hf.get("id2label")
-    if id2label and "classifier.weight" in sd and len(id2label) == sd["classifier.weight"].shape[0]:
-        names = tuple(id2label[str(i)] for i in range(len(id2label)))
-        if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
-            known["class_names"] = names
-    processor = path / "preprocessor_config.json"
-    if processor.is_file():
-        proc = json.loads(processor.read_text())
-        if "image_mean" in proc and "image_std" in proc:
-            known["mean"], known["std"] = tuple(proc["image_mean"]), tuple(proc["image_std"])
-    return state_dict_from_hf(sd), known
+    processor_file = path / "preprocessor_config.json"
+    processor = json.loads(processor_file.read_text()) if processor_file.is_file() else None
+    sd = huggingface.state_dict_from_hf(sd)
+    return sd, huggingface.config_fields(config, processor, sd["head.weight"].shape[0] if "head.weight" in sd else 0)
 
 
 def adapt_state_dict(sd: StateDict, cfg: TimeSformerConfig) -> StateDict:
-    """Resize ``pos_embed`` (bicubic 2-D, class position kept) and ``time_embed`` (linear 1-D) to ``cfg``.
-
-    The official code resizes the patch grid as a 1-D sequence with nearest neighbours, which
-    scrambles rows; this keeps the grid 2-D.
-    """
+    """``sd`` with ``pos_embed`` and ``time_embed`` resized to ``cfg``'s patch grid and frames
+    (``tsf.model.resize_pos_embed``, ``resize_time_embed``, as the forward pass resizes them)."""
     sd = dict(sd)
-    pos = sd.get("pos_embed")
-    if pos is not None and pos.shape[1] != cfg.num_patches + 1:
-        old = math.isqrt(pos.shape[1] - 1)
-        # (1, old*old, D) -> (1, D, old, old) -> (1, D, g, g) -> (1, g*g, D)
-        grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
-        grid = F.interpolate(grid, size=(cfg.grid_size, cfg.grid_size), mode="bicubic", align_corners=False)
-        grid = grid.permute(0, 2, 3, 1).reshape(1, cfg.num_patches, -1).to(pos.dtype)
-        sd["pos_embed"] = torch.cat((pos[:, :1], grid), dim=1)
-    time = sd.get("time_embed")
-    if time is not None and "time_embed" in sd and time.shape[1] != cfg.num_frames:
-        # (1, T0, D) -> (1, D, T0) -> (1, D, T) -> (1, T, D)
-        resized = F.interpolate(time.transpose(1, 2).float(), size=cfg.num_frames, mode="linear", align_corners=False)
-        sd["time_embed"] = resized.transpose(1, 2).to(time.dtype)
+    if "pos_embed" in sd:
+        sd["pos_embed"] = resize_pos_embed(sd["pos_embed"], (cfg.grid_size, cfg.grid_size))
+    if "time_embed" in sd:
+        sd["time_embed"] = resize_time_embed(sd["time_embed"], cfg.num_frames)
     return sd
 
 
@@ -350,8 +269,6 @@ def from_pretrained(name_or_path: Union[str, Path], trust_checkpoint: bool = Fal
     Returns:
         The model in eval mode, on CPU.
     """
-    from . import zoo
-
     key = str(name_or_path)
     entry = zoo.ZOO.get(key)
     path = zoo.fetch(key) if entry else Path(name_or_path)
@@ -436,50 +353,10 @@ def save_pretrained(model: TimeSformer, path: Union[str, Path], format: str = "t
 def _save_hf(model: TimeSformer, sd: StateDict, path: Path) -> None:
     from safetensors.torch import save_file
 
-    cfg = model.config
-    if cfg.attention_type == "space_only":
-        raise ValueError(
-            "transformers' Timesformer does not implement space_only correctly (it never averages the "
-            "frames), so a space_only model cannot be exported to the Hugging Face format; use format='tsf'"
-        )
-    names = cfg.class_names or tuple(f"LABEL_{i}" for i in range(cfg.num_classes))
-    hf_config = {
-        "model_type": "timesformer",
-        "architectures": ["TimesformerForVideoClassification"],
-        "image_size": cfg.img_size,
-        "patch_size": cfg.patch_size,
-        "num_channels": cfg.in_chans,
-        "num_frames": cfg.num_frames,
-        "hidden_size": cfg.embed_dim,
-        "num_hidden_layers": cfg.depth,
-        "num_attention_heads": cfg.num_heads,
-        "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio),
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.drop_rate,
-        "attention_probs_dropout_prob": cfg.attn_drop_rate,
-        "initializer_range": 0.02,
-        "layer_norm_eps": cfg.layernorm_eps,
-        "qkv_bias": cfg.qkv_bias,
-        "attention_type": cfg.attention_type,
-        # transformers >= 5 types this field as int and rejects 0.1; it only matters for training,
-        # and the released Hugging Face configs ship 0 as well
-        "drop_path_rate": 0,
-        "id2label": {str(i): name for i, name in enumerate(names)},
-        "label2id": {name: i for i, name in enumerate(names)},
-    }
-    processor = {
-        "image_processor_type": "VideoMAEImageProcessor",
-        "image_mean": list(cfg.mean),
-        "image_std": list(cfg.std),
-        "crop_size": {"height": cfg.img_size, "width": cfg.img_size},
-        "size": {"shortest_edge": cfg.img_size},
-        "do_normalize": True,
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-    }
+    config, processor = huggingface.config_files(model.config)
     path.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict_to_hf(sd), str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    save_file(huggingface.state_dict_to_hf(sd), str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (path / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
 
 

@@ -11,7 +11,7 @@ Names are imported on first use, so ``python -m tsf data --help`` does not load 
 """
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "BadVideosError": "dataset",
@@ -23,28 +23,21 @@ _EXPORTS = {
     "VideoSample": "manifest",
     "load_classes": "manifest",
     "read_manifest": "manifest",
-    "write_split_manifests": "manifest",
+    "write_split_manifests": "splits",
     "VideoInfo": "readers",
     "VideoReadError": "readers",
     "open_video": "readers",
     "read_video_frames": "readers",
     "video_info": "readers",
     "clip_indices": "sampling",
+    "VideoDataConfig": "config",
+    "build_video_datasets": "folder",
+    "data_folder_classes": "folder",
+    "video_dataset": "folder",
     "example_video": "examples",
     "ensure_synthetic": "synth",
     "generate": "synth",
     "normalize": "transforms",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tsf.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .manifest import Manifest, VideoSample, read_manifest, write_csv
+from .manifest import Manifest, VideoSample, read_manifest
+from .splits import write_csv
 from .dataset import usable_frames
 from .readers import VideoReadError, open_video
 

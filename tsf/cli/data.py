@@ -1,8 +1,5 @@
 """`python -m tsf data {manifest,check,synth,bench}`: build manifests, pre-flight check videos,
-generate the synthetic data, measure loading throughput.
-
-Only argparse is imported here; torch and the decoders load when a command runs.
-"""
+generate the synthetic data, measure loading throughput."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-TASKS = ("appearance", "motion", "dots")  # tsf.data.synth.TASKS, kept here so that --help stays light
-READERS = ("auto", "decord", "pyav")
+from ..data.readers import READERS
+from ..data.synth import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .manifest import ManifestError
+    from ..data.manifest import ManifestError
 
     command = {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench}[args.data_command]
     try:
@@ -75,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from .manifest import load_classes, read_manifest, write_split_manifests
+    from ..data.manifest import load_classes, read_manifest
+    from ..data.splits import write_split_manifests
 
     written = write_split_manifests(args.root, args.out, args.val_fraction, args.seed)
     classes = load_classes(written["classes"])
@@ -86,8 +84,8 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .check import STATUSES, check_manifest
-    from .manifest import load_classes
+    from ..data.check import STATUSES, check_manifest
+    from ..data.manifest import load_classes
 
     classes = load_classes(args.classes) if args.classes is not None else None
     report = check_manifest(args.manifest, classes=classes, num_frames=args.num_frames, reader=args.reader,
@@ -112,19 +110,18 @@ def _check(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import time
 
-    from .synth import TASKS as CLASSES
-    from .synth import generate
+    from ..data.synth import generate
 
     started = time.perf_counter()
     out = generate(args.task, args.out, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
                    seed=args.seed, val_fraction=args.val_fraction)
-    print(f"{args.task}: {len(CLASSES[args.task]) * args.videos_per_class} videos in {time.perf_counter() - started:.1f} s -> {out} "
+    print(f"{args.task}: {len(TASKS[args.task]) * args.videos_per_class} videos in {time.perf_counter() - started:.1f} s -> {out} "
           f"(train.csv, val.csv, classes.txt)")
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import benchmark_loading
+    from ..data.bench import benchmark_loading
 
     result = benchmark_loading(num_frames=args.num_frames, crop_size=args.crop_size, sampling_rate=args.sampling_rate,
                                height=args.height, gops=args.gops, repeats=args.repeats)

@@ -1,16 +1,25 @@
-"""Process-group plumbing for ``torchrun``: one process per device, NCCL on GPUs, gloo on CPUs.
+"""Where and how tsf computes: the device, the precision and its autocast context, and the
+process group of ``torchrun`` (one process per device, NCCL on GPUs, gloo on CPUs).
 
-Launched without ``torchrun`` (no ``WORLD_SIZE`` in the environment) everything here degrades to
-a single process: rank 0 of a world of 1, and the collectives return their input.
+Every caller (training, evaluation, prediction, the benchmark) resolves devices and precisions
+here, so "auto" means the same everywhere. Launched without ``torchrun`` (no ``WORLD_SIZE`` in the
+environment) the process-group helpers degrade to a single process: rank 0 of a world of 1, and
+the collectives return their input.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import torch
 import torch.distributed as dist
+
+PathLike = Union[str, Path]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,41 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} but PyTorch sees no CUDA device; use --device cpu (or auto)")
     return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> bf16 on a CUDA device that supports it, fp16 on older GPUs, fp32 on CPU.
+
+    Args:
+        precision: one of ``PRECISIONS``.
+        device: the device the computation runs on.
+
+    Raises:
+        ValueError: an unknown precision, or fp16 off CUDA (its grad scaler is CUDA-only).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision='fp16' needs a CUDA device (its grad scaler is CUDA-only); on {device} use fp32 or bf16")
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    """The context a forward pass runs in at a resolved ``precision``: autocast for bf16/fp16, nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes of the joined group (0, 1 outside one)."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def launched_world_size() -> int:
