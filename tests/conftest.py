@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+# the official-format checkpoint, its input and the logits the official code produced (.json: its config)
+OFFICIAL_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
+OFFICIAL_PYTH = OFFICIAL_FIXTURES / "tiny_divided_space_time.pyth"
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -76,3 +80,52 @@ def test_videos(tmp_path_factory) -> dict[str, Path]:
         "av1_webm": encode_test_video(folder / "av1.webm", codec="libsvtav1", options={"preset": "12"}),
         "mjpeg_mov": encode_test_video(folder / "mjpeg.mov", codec="mjpeg", pix_fmt="yuvj420p", options={"q:v": "2"}),
     }
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A Hugging Face Hub stand-in on 127.0.0.1 serving ``ROOT/<org>/<name>/<file>`` the way the Hub's
+    ``resolve`` endpoint does (the headers huggingface_hub reads), for ``tsf.zoo``. Yields ROOT."""
+    import hashlib
+    import http.server
+    import threading
+
+    from tsf import zoo
+
+    root = tmp_path / "hub"
+    root.mkdir()
+
+    class Resolve(http.server.BaseHTTPRequestHandler):
+        def _serve(self, body: bool):
+            parts = self.path.split("?")[0].strip("/").split("/")  # org/name/resolve/<revision>/<file>
+            path = root.joinpath(parts[0], parts[1], *parts[4:]) if len(parts) >= 5 and parts[2] == "resolve" else None
+            if path is None or not path.is_file():
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+            self.send_header("X-Repo-Commit", "0" * 40)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self):
+            self._serve(False)
+
+        def do_GET(self):
+            self._serve(True)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Resolve)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(zoo, "HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    yield root
+    server.shutdown()
+    server.server_close()

@@ -23,7 +23,7 @@ from tsf.viz import (
 )
 
 matplotlib.use("Agg")
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "official"
+from conftest import OFFICIAL_FIXTURES as FIXTURES
 
 
 def micro(attention_type: str) -> TimeSformer:

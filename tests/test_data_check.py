@@ -22,7 +22,7 @@ GOOD = ("h264_bframes", "odd_size", "mpeg4_avi", "hevc_mp4", "mjpeg_mov", "av1_w
 BAD = {
     "zero_bytes.mp4": ("unreadable", "empty file (0 bytes)"),
     "truncated.mp4": ("unreadable", "not a video FFmpeg can open"),
-    "truncated_indexed.mp4": ("unreadable", "truncated or damaged file"),
+    "truncated_indexed.mp4": ("unreadable", "truncated: its index lists 60 frames but the file holds"),
     "not_a_video.mp4": ("unreadable", "not a video FFmpeg can open"),
     "missing.mp4": ("missing", "no such file"),
     "audio_only.m4a": ("unreadable", "no video stream (it has only audio)"),
@@ -106,9 +106,9 @@ def test_check_cli_writes_the_report_and_the_clean_manifest(messy, tmp_path, cap
     assert "absent.csv does not exist" in capsys.readouterr().err
 
 
-# the training dataset fails a video only when the clip it needs cannot be decoded: the truncated
-# file with an intact index still gives clips from its first frames
-FAILS_IN_TRAINING = sorted(set(BAD) - {"truncated_indexed.mp4"})
+# the training dataset fails the same videos: a truncated file whose index is intact would still
+# give clips from its first frames, but never a fragment in place of the video
+FAILS_IN_TRAINING = sorted(BAD)
 
 
 def test_training_on_the_messy_dataset_replaces_and_counts_bad_videos(messy):

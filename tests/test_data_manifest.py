@@ -164,7 +164,7 @@ def test_manifest_cli_writes_a_stratified_split(tmp_path, capsys):
     again = tmp_path / "again"
     write_split_manifests(tmp_path / "root", again, 0.2, seed=0)
     assert (again / "val.csv").read_text() == (out / "val.csv").read_text()
-    write_split_manifests(tmp_path / "root", again, 0.2, seed=1)
+    write_split_manifests(tmp_path / "root", again, 0.2, seed=1, overwrite=True)
     assert (again / "val.csv").read_text() != (out / "val.csv").read_text()
-    assert tsf_main(["data", "manifest", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert tsf_main(["data", "manifest", str(tmp_path / "nope"), "--out", str(tmp_path / "other")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_ensure_synthetic_generates_once_and_redoes_an_interrupted_run(tmp_path)
     video = out / "train" / "up" / "0000.mp4"
     written = video.stat().st_mtime_ns
     assert ensure_synthetic("motion", tmp_path, videos_per_class=2) == out and video.stat().st_mtime_ns == written
-    (out / MARKER).unlink()  # as if interrupted before the end
+    (out / MARKER).write_text('{"task": "motion", "complete": false}')  # as if interrupted before the end
     ensure_synthetic("motion", tmp_path, videos_per_class=2)
     assert video.stat().st_mtime_ns != written and json.loads((out / MARKER).read_text())["videos_per_class"] == 2
     ensure_synthetic("motion", tmp_path, videos_per_class=3)  # other parameters: regenerated

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import tsf
+import tsf.data
 from test_train_cli import appearance_data, appearance_run, tsf_cli
 from tsf.evaluate import EvaluationResult, evaluate
 
-OFFICIAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "official" / "tiny_divided_space_time.pyth"
+from conftest import OFFICIAL_PYTH as OFFICIAL
 
 
 def test_metrics_from_averaged_probabilities():
@@ -48,10 +49,15 @@ def test_evaluate_cli_multi_view_on_the_trained_run(tmp_path_factory, tmp_path):
 
 
 def test_evaluate_python_api_on_the_official_fixture(tmp_path_factory, tmp_path):
-    """The fixture (5 unnamed classes, 4 frames) runs on the 4-class synthetic data: the protocol
-    works on any checkpoint; its accuracy there is meaningless."""
+    """The fixture (5 unnamed classes, 4 frames) on the 4-class synthetic data: a data folder is
+    refused (the scores would be meaningless), a dataset handed over directly runs the protocol."""
     model = tsf.from_pretrained(OFFICIAL, num_heads=4)
-    result = evaluate(model, appearance_data(tmp_path_factory), num_workers=0, out_dir=tmp_path, progress=False)
+    folder = appearance_data(tmp_path_factory)
+    with pytest.raises(ValueError, match="lists 4 classes but the model predicts 5"):
+        evaluate(model, folder, num_workers=0, progress=False)
+    views = tsf.data.VideoClipDataset(tsf.data.read_manifest(folder / "val.csv"), num_frames=model.config.num_frames,
+                                      crop_size=model.config.img_size, train=False, num_spatial_crops=3)
+    result = evaluate(model, views, num_workers=0, out_dir=tmp_path, progress=False)
     assert result.probabilities.shape[1] == 5 and result.views.tolist() == [3] * result.num_videos
     assert np.allclose(result.probabilities.sum(1), 1, atol=1e-5)
     assert result.class_names == [f"class_{i}" for i in range(5)]

@@ -1,4 +1,5 @@
 """The model: shapes, the three attention schemes' semantics, fused vs explicit, checkpointing, errors."""
+import numpy as np
 import pytest
 import timm
 import torch
@@ -165,3 +166,13 @@ def test_imagenet_init_starts_as_the_vit_on_a_still_video(attention_type):
     with torch.no_grad():
         expected = vit.forward_head(vit.forward_features(image), pre_logits=True)
         torch.testing.assert_close(model.forward_features(still), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_input_of_the_wrong_kind_is_refused_with_the_fix():
+    model = create_model("micro").eval()
+    with pytest.raises(TypeError, match="numpy.ndarray.*torch.from_numpy"):
+        model(np.zeros((1, 3, 4, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="torch.float64: use x.to\\(torch.float32\\)"):
+        model(torch.zeros(1, 3, 4, 32, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown preset 'tinny'"):
+        create_model("tinny")

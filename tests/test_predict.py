@@ -11,7 +11,7 @@ from tsf.data import read_manifest, read_video_frames, video_info
 from tsf.data.synth import write_video
 from tsf.prediction import predict, timeline
 
-OFFICIAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "official" / "tiny_divided_space_time.pyth"
+from conftest import OFFICIAL_PYTH as OFFICIAL
 
 
 def val_videos(data: Path, per_class: int = 1) -> list[tuple[Path, int]]:
@@ -77,8 +77,8 @@ def test_predict_python_api_and_the_official_fixture(tmp_path_factory):
 
 
 def test_predict_reports_missing_and_unreadable_files(tmp_path):
-    missing = tsf_cli("predict", tmp_path / "nothere.mp4", "--checkpoint", OFFICIAL, check=False)
-    assert missing.returncode == 2 and "no such video file" in missing.stderr and "nothere.mp4" in missing.stderr
+    missing = tsf_cli("predict", tmp_path / "nothere.mp4", "--checkpoint", OFFICIAL, "--num-heads", 4, check=False)
+    assert missing.returncode == 2 and "skipped" in missing.stderr and "nothere.mp4: no such file" in missing.stderr
     (tmp_path / "junk.mp4").write_bytes(b"not a video")
     junk = tsf_cli("predict", tmp_path / "junk.mp4", "--checkpoint", OFFICIAL, "--num-heads", 4, check=False)
-    assert junk.returncode == 2 and "junk.mp4: not a video" in junk.stderr
+    assert junk.returncode == 2 and "junk.mp4: not a video" in junk.stderr and "nothing was written" in junk.stderr

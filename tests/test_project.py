@@ -32,8 +32,8 @@ def test_readme_gives_the_commands_ci_runs():
 def test_kinetics_class_names_ship_in_the_package():
     from tsf.weights import kinetics400_classes
 
-    shared = ROOT / ".." / "shared" / "data" / "kinetics400_classes.txt"
-    assert kinetics400_classes() == [line.strip() for line in shared.read_text().splitlines() if line.strip()]
+    reference = ROOT / "tests" / "fixtures" / "kinetics400_classes.txt"  # the 400 names in label-id order
+    assert kinetics400_classes() == [line.strip() for line in reference.read_text().splitlines() if line.strip()]
 
 
 def test_command_line_help_lists_every_command():

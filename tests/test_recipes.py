@@ -207,8 +207,8 @@ def test_saved_config_reruns_the_run_and_resume_keeps_working(tiny_run, tmp_path
     first, again = (load_checkpoint_file(run / "last.pt")["state_dict"] for run in (tiny_run, tmp_path))
     assert all(torch.equal(first[k], again[k]) for k in first)
     capsys.readouterr()
-    assert train("--resume", tmp_path) == 0
-    assert "resuming" in capsys.readouterr().out
+    assert train("--resume", tmp_path) == 0  # the run is complete: said, nothing changed
+    assert "finished at step 2 of 2; nothing was changed" in capsys.readouterr().out
     assert train("--resume", tmp_path, "--config", "k400_divided_8x32_224") == 2
     assert "remove --config and --set" in capsys.readouterr().err
 
@@ -281,7 +281,7 @@ def test_slurm_script_starts_torchrun_on_every_node_and_resumes_on_requeue(tmp_p
 def test_long_videos_are_evaluated_with_clips_covering_each_video(tiny_run, tmp_path, capsys):
     long_videos = ensure_synthetic("appearance", root=tmp_path, videos_per_class=2, frames=20, val_fraction=0.5)
     common = ["evaluate", "--checkpoint", str(tiny_run / "best.pt"), "--data", str(long_videos), "--sampling-rate", "1",
-              "--target-fps", "0", "--spatial-crops", "1", "--num-workers", "0", "--out", str(tmp_path), "--json"]
+              "--target-fps", "0", "--spatial-crops", "1", "--num-workers", "0", "--out", str(tmp_path), "--json", "--overwrite"]
     assert main([*common, "--temporal-clips", "cover"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["views_per_video"] == 3 and summary["mean_views_per_video"] == 3  # ceil(20 frames / 8)

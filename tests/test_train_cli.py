@@ -20,6 +20,8 @@ import torch
 import tsf
 from tsf.weights import load_checkpoint_file
 
+from conftest import OFFICIAL_PYTH
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = ["--optimizer", "adamw", "--lr", "2e-3", "--weight-decay", "0.05", "--schedule", "cosine",
                "--grad-clip", "1.0", "--no-progress"]
@@ -153,12 +155,11 @@ def test_help_documents_every_config_field():
 def test_finetune_the_official_fixture_on_new_classes(appearance, tmp_path):
     """--init with another class count: a new 4-class head on the official 5-class fixture, with
     layer-wise lr decay; the run's checkpoint loads like any other."""
-    official = ROOT / ".." / "shared" / "fixtures" / "official" / "tiny_divided_space_time.pyth"
-    tsf_cli("train", "--data", appearance, "--out", tmp_path / "ft", "--init", official, "--num-heads", 4,
+    tsf_cli("train", "--data", appearance, "--out", tmp_path / "ft", "--init", OFFICIAL_PYTH, "--num-heads", 4,
             *TINY_RECIPE, "--layer-decay", 0.75, "--batch-size", 16, "--max-steps", 4, "--num-workers", 0)
     model = tsf.from_pretrained(tmp_path / "ft" / "best.pt")
     assert model.config.num_classes == 4 and model.config.class_names == ("red", "green", "blue", "yellow")
     assert (model.config.num_frames, model.config.embed_dim, model.config.num_heads) == (4, 64, 4)
-    pretrained = tsf.from_pretrained(official, num_heads=4).state_dict()
+    pretrained = tsf.from_pretrained(OFFICIAL_PYTH, num_heads=4).state_dict()
     changed = [k for k, v in model.state_dict().items() if k in pretrained and not torch.equal(v, pretrained[k])]
     assert changed, "the backbone was trained"

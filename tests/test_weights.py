@@ -10,12 +10,13 @@ from torch import nn
 import tsf
 from tsf import zoo
 from tsf.build import build_model
+from tsf.errors import CheckpointError, DownloadError
 from tsf.huggingface import state_dict_to_hf
 from tsf.model import ATTENTION_TYPES, TimeSformer, create_model
 from tsf.weights import kinetics400_classes, load_checkpoint_file
 
-OFFICIAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "official"
-PYTH = OFFICIAL / "tiny_divided_space_time.pyth"
+from conftest import OFFICIAL_FIXTURES as OFFICIAL
+from conftest import OFFICIAL_PYTH as PYTH
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_fine_tuning_overrides_and_kinetics_names(tmp_path):
     tsf.save_pretrained(model, tmp_path / "k400.pyth", format="official")
     loaded = tsf.from_pretrained(tmp_path / "k400.pyth", num_heads=2)
     assert loaded.config.class_names == tuple(kinetics400_classes()) and len(loaded.config.class_names) == 400
-    assert loaded.config.class_names[0] == (OFFICIAL / ".." / ".." / "data" / "kinetics400_classes.txt").read_text().splitlines()[0].strip()
+    assert loaded.config.class_names[0] == (OFFICIAL.parent / "kinetics400_classes.txt").read_text().splitlines()[0].strip()
     finetune = tsf.from_pretrained(tmp_path / "k400.pyth", num_heads=2, num_classes=3, class_names=("a", "b", "c"))
     assert finetune.head.out_features == 3 and finetune.config.class_names == ("a", "b", "c")
     assert torch.equal(finetune.blocks[0].mlp.fc1.weight, model.blocks[0].mlp.fc1.weight)
@@ -127,7 +128,7 @@ def test_fine_tuning_overrides_and_kinetics_names(tmp_path):
 
 
 def test_errors_name_the_file_and_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="zoo name"):
+    with pytest.raises(CheckpointError, match="zoo name"):
         tsf.from_pretrained(tmp_path / "nope.pyth")
     with pytest.raises(ValueError, match=r"embed_dim=32 \(the weights have 64\)"):
         tsf.from_pretrained(PYTH, num_heads=4, embed_dim=32)
@@ -188,24 +189,51 @@ def test_zoo_download_caches_and_verifies(tmp_path, monkeypatch, official_io):
     assert tsf.from_pretrained("test_model").config.num_classes == 5
     cached = tmp_path / "cache" / "test_model.pyth"
     cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(OSError, match="damaged"):
+    with pytest.raises(DownloadError, match="damaged"):
         tsf.from_pretrained("test_model")
     monkeypatch.setitem(zoo.ZOO, "bad_hash", zoo.ZooEntry("bad_hash", "official", PYTH.as_uri(), "t", 4, 32, 5, 1.0, 1, sha256="0" * 64, num_heads=4))
-    with pytest.raises(OSError, match="wrong SHA-256"):
+    with pytest.raises(DownloadError, match="wrong SHA-256"):
         tsf.from_pretrained("bad_hash")
-    assert not list((tmp_path / "cache").glob("*.part")), "a failed download leaves no partial file"
+    assert not (tmp_path / "cache" / "bad_hash.pyth").exists()
+    assert not list((tmp_path / "cache").glob("*.partial")), "a failed download leaves no partial file"
 
 
-def test_zoo_hf_entry_downloads_a_directory(tmp_path, monkeypatch):
+def test_zoo_download_offline_fails_in_one_line_and_caches_nothing(tmp_path, monkeypatch):
+    url = "http://127.0.0.1:9/TimeSformer.pyth"  # the discard port: nothing listens there
+    monkeypatch.setitem(zoo.ZOO, "offline", zoo.ZooEntry("offline", "official", url, "t", 4, 32, 5, 1.0, 1, num_heads=4))
+    monkeypatch.setenv("TSF_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DownloadError) as error:
+        tsf.from_pretrained("offline")
+    message = str(error.value)
+    assert url in message and str(tmp_path / "cache" / "offline.pyth") in message and "curl" in message
+    assert "\n" not in message
+    assert not list((tmp_path / "cache").iterdir()), "nothing is left in the cache"
+
+
+def test_zoo_hf_entry_downloads_through_huggingface_hub(tmp_path, monkeypatch, fake_hub):
     model = create_model("micro").eval()
-    tsf.save_pretrained(model, tmp_path / "remote" / "org--name", format="hf")
-    # the hub serves pytorch_model.bin, which is what the zoo fetches
-    torch.save(state_dict_to_hf(model.state_dict()), tmp_path / "remote" / "org--name" / "pytorch_model.bin")
-    monkeypatch.setattr(zoo, "_HF", (tmp_path / "remote").as_uri() + "/{}/{}")
-    monkeypatch.setitem(zoo.ZOO, "org/name", zoo.ZooEntry("org/name", "hf", "org--name", "t", 4, 32, 5, 1.0, 1))
+    repo = fake_hub / "org" / "name"
+    tsf.save_pretrained(model, repo, format="hf")
+    (repo / "model.safetensors").unlink(missing_ok=True)  # the released conversions ship pytorch_model.bin
+    torch.save(state_dict_to_hf(model.state_dict()), repo / "pytorch_model.bin")
+    monkeypatch.setitem(zoo.ZOO, "org/name", zoo.ZooEntry("org/name", "hf", "org/name", "t", 4, 32, 5, 1.0, 1))
     monkeypatch.setenv("TSF_CACHE", str(tmp_path / "cache"))
     loaded = tsf.from_pretrained("org/name")
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), atol=1e-6, rtol=0)
-    assert (tmp_path / "cache" / "org--name" / "config.json").is_file()
+    snapshots = list((tmp_path / "cache" / "huggingface").rglob("config.json"))
+    assert len(snapshots) == 1, "huggingface_hub's cache under $TSF_CACHE/huggingface"
+    monkeypatch.setitem(zoo.ZOO, "org/missing", zoo.ZooEntry("org/missing", "hf", "org/missing", "t", 4, 32, 5, 1.0, 1))
+    with pytest.raises(DownloadError, match="org/missing.*huggingface-cli download org/missing"):
+        tsf.from_pretrained("org/missing")
+
+
+
+
+def test_list_models_knows_the_datasets_by_their_names():
+    assert {e.dataset for e in tsf.list_models("kinetics")} == {"k400", "k600"}
+    assert {e.dataset for e in tsf.list_models("Kinetics-400")} == {"k400"}
+    assert tsf.list_models("something-something-v2") == tsf.list_models("ssv2")
+    with pytest.raises(ValueError, match="no zoo model was trained on 'ucf101'.*howto100m"):
+        tsf.list_models("ucf101")

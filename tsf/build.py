@@ -22,7 +22,7 @@ _VIT_DETERMINED = ("embed_dim", "depth", "patch_size", "mlp_ratio", "qkv_bias", 
 
 
 def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_names: Sequence[str] = (),
-                imagenet_init: Optional[str] = None, **overrides) -> TimeSformer:
+                imagenet_init: Optional[str] = None, trust_checkpoint: bool = False, **overrides) -> TimeSformer:
     """A TimeSformer to train on ``class_names``: a ``preset`` (random, or its spatial weights from
     an ImageNet ViT as the paper trained), or ``init`` to fine-tune.
 
@@ -37,6 +37,7 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
             a weights file, or ``timm:<name>`` for a timm model downloaded on first use (the paper's:
             ``timm:vit_base_patch16_224.orig_in21k_ft_in1k``). Its width, depth and patch size must
             be the preset's.
+        trust_checkpoint: let ``init`` hold Python objects (unpickling can run code: trusted files only).
         **overrides: ``TimeSformerConfig`` fields (``num_frames``, ``img_size``, ``attention_type``,
             ``drop_path_rate``, ``mean``/``std``, ``num_heads`` for checkpoints whose heads are not
             64 wide...).
@@ -52,7 +53,7 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
         return _from_imagenet(preset, imagenet_init, names, overrides)
     if preset is not None:
         return create_model(preset, num_classes=len(names), class_names=names, **overrides)
-    model = from_pretrained(init, **overrides)
+    model = from_pretrained(init, trust_checkpoint, **overrides)
     config = model.config
     if config.num_classes != len(names) or (config.class_names is not None and tuple(config.class_names) != names):
         model.reset_classifier(len(names), names)
@@ -64,7 +65,7 @@ def build_model(preset: Optional[str] = None, init: Optional[str] = None, class_
 def _from_imagenet(preset: str, source: str, class_names: tuple[str, ...], overrides: dict) -> TimeSformer:
     """``preset`` (with ``overrides``) initialised from the ImageNet ViT ``source`` (see ``build_model``)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
     wanted = replace(PRESETS[preset], num_classes=len(class_names), class_names=class_names, **overrides)
     settings = {f: getattr(wanted, f) for f in wanted.__dataclass_fields__ if f not in _VIT_DETERMINED}
     vit: Union[str, nn.Module] = source

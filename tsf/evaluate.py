@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -29,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import runtime, zoo
 from .data import normalize, video_dataset
+from .errors import DataError
+from .outputs import atomic_path, atomic_write_text, refuse_to_overwrite
 from .runtime import PathLike
 from .weights import from_pretrained, load_checkpoint_file
 
@@ -44,6 +47,7 @@ class EvaluationResult:
         views: number of views averaged per video.
         class_names: class id -> name (``class_<id>`` when the model and data carry none).
         paths: video file per video, when the dataset knows them.
+        bad_videos: videos left out because they could not be read: path -> reason.
     """
 
     video_ids: np.ndarray
@@ -52,6 +56,7 @@ class EvaluationResult:
     views: np.ndarray
     class_names: list[str]
     paths: Optional[list[str]] = None
+    bad_videos: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         num_classes = self.probabilities.shape[1]
@@ -84,6 +89,8 @@ class EvaluationResult:
             "mean_class_accuracy": self.mean_class_accuracy,
             "loss": self.loss,
             "classes": len(self.class_names),
+            "bad_videos": len(self.bad_videos),  # left out, never scored
+            "bad_video_reasons": dict(self.bad_videos),
         }
 
     def rows(self) -> list[dict]:
@@ -110,22 +117,25 @@ class EvaluationResult:
         Returns:
             The written paths by kind (``summary``, ``predictions``, ``confusion``).
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {kind: out / f"{prefix}_{kind}.{ext}" for kind, ext in
-                 (("summary", "json"), ("predictions", "csv"), ("confusion", "csv"))}
-        paths["summary"].write_text(json.dumps(self.summary(), indent=2) + "\n")
+        paths = self.files(out_dir, prefix)
+        atomic_write_text(paths["summary"], json.dumps(self.summary(), indent=2) + "\n")
         rows = self.rows()
-        with open(paths["predictions"], "w", newline="") as f:
+        with atomic_path(paths["predictions"]) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["index"])
             writer.writeheader()
             writer.writerows(rows)
-        with open(paths["confusion"], "w", newline="") as f:
+        with atomic_path(paths["confusion"]) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["true \\ predicted", *self.class_names])
             for name, counts in zip(self.class_names, self.confusion_matrix):
                 writer.writerow([name, *counts.tolist()])
         return paths
+
+    @staticmethod
+    def files(out_dir: PathLike, prefix: str = "eval") -> dict[str, Path]:
+        """The files ``save`` writes, by kind."""
+        return {kind: Path(out_dir) / f"{prefix}_{kind}.{ext}" for kind, ext in
+                (("summary", "json"), ("predictions", "csv"), ("confusion", "csv"))}
 
     def plot_confusion(self, ax=None, normalize: bool = True):
         """The confusion matrix as an image (rows normalised to recall when ``normalize``)."""
@@ -185,7 +195,8 @@ def evaluate_dataset(
     mean, std = normalization
     rank, world = runtime.rank_and_world()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=range(rank, len(dataset), world),
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        num_workers=num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=runtime.ignore_stop_signals)
     local_sums: dict[int, np.ndarray] = {}  # video id -> sum of its views' softmax
     local_counts: dict[int, int] = {}
     local_labels: dict[int, int] = {}
@@ -199,16 +210,19 @@ def evaluate_dataset(
     try:
         with torch.no_grad():
             for batch in loader:
-                clip = normalize(batch["clip"].to(device, non_blocking=True), mean, std)
+                if bar is not None:
+                    bar.update()
+                good = batch["bad"] == 0 if "bad" in batch else torch.ones(len(batch["label"]), dtype=torch.bool)
+                if not good.any():  # only stand-ins for videos that could not be read
+                    continue
+                clip = normalize(batch["clip"][good].to(device, non_blocking=True), mean, std)
                 with runtime.autocast(precision, device):
                     logits = model(clip)
                 probs = logits.float().softmax(-1).cpu().numpy()
-                for video, label, p in zip(batch["index"].tolist(), batch["label"].tolist(), probs):
+                for video, label, p in zip(batch["index"][good].tolist(), batch["label"][good].tolist(), probs):
                     local_sums[video] = local_sums[video] + p if video in local_sums else p.astype(np.float64)
                     local_counts[video] = local_counts.get(video, 0) + 1
                     local_labels[video] = label
-                if bar is not None:
-                    bar.update()
     finally:
         model.train(was_training)
         if bar is not None:
@@ -226,13 +240,20 @@ def evaluate_dataset(
                      else np.zeros((0, num_classes))).astype(np.float32)
     label_array = np.array([labels[v] for v in ids], dtype=np.int64)
     if len(label_array) and label_array.max() >= num_classes:
-        raise ValueError(
+        raise DataError(
             f"the data has label {int(label_array.max())} but the model predicts {num_classes} classes; "
             f"fine-tune it on this label set first (python -m tsf train --init CKPT --data DIR)"
         )
     names = _class_names(class_names, config, dataset, num_classes)
+    bad: dict[str, str] = {}
+    for part in runtime.all_gather_objects(getattr(dataset, "bad_videos", {})):
+        bad.update(part)
+    if bad and progress and rank == 0:
+        listed = "; ".join(f"{path} ({reason})" for path, reason in list(bad.items())[:5])
+        warnings.warn(f"{len(bad)} video(s) could not be read and were left out of the evaluation: {listed}"
+                      + (f"; and {len(bad) - 5} more (summary: bad_video_reasons)" if len(bad) > 5 else ""))
     return EvaluationResult(ids, label_array, probabilities, np.array([counts[v] for v in ids]), names,
-                            _video_paths(dataset, ids))
+                            _video_paths(dataset, ids), bad)
 
 
 def _class_names(given, config, dataset, num_classes: int) -> list[str]:
@@ -266,6 +287,8 @@ def evaluate(
     precision: str = "auto",
     out_dir: Optional[PathLike] = None,
     progress: bool = True,
+    max_bad_fraction: float = 0.05,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``model`` on a data folder's split (or any dataset) with the multi-view protocol.
 
@@ -287,21 +310,34 @@ def evaluate(
         precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
         out_dir: if given, ``EvaluationResult.save`` writes the summary, predictions and confusion there.
         progress: show a progress bar.
+        max_bad_fraction: videos that cannot be read are left out and reported; more than this
+            share of them stops the evaluation (``tsf.data.BadVideosError``).
+        overwrite: replace result files already in ``out_dir`` (otherwise ``OutputExistsError``,
+            raised before any work).
     """
     resolved = runtime.resolve_device(device)
+    prefix = f"eval_{split}"
+    if out_dir is not None:
+        refuse_to_overwrite(EvaluationResult.files(out_dir, prefix).values(), overwrite, "evaluation results")
     dataset = data if isinstance(data, Dataset) else video_dataset(
-        model, Path(data), split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps)
+        model, Path(data), split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps, max_bad_fraction)
     result = evaluate_dataset(model.to(resolved), dataset, batch_size=batch_size, num_workers=num_workers,
                               device=resolved, precision=precision, progress=progress)
     if out_dir is not None:
-        result.save(out_dir, prefix=f"eval_{split}")
+        result.save(out_dir, prefix=prefix)
     return result
 
 
-def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Module, dict]:
+def load_model(checkpoint: str, num_heads: Optional[int] = None, trust_checkpoint: bool = False) -> tuple[nn.Module, dict]:
     """The model in ``checkpoint`` (anything ``tsf.from_pretrained`` reads) and the sampling it was
-    trained with, when the checkpoint says (a tsf training run or a zoo entry)."""
-    model = from_pretrained(checkpoint, **({"num_heads": num_heads} if num_heads else {}))
+    trained with, when the checkpoint says (a tsf training run or a zoo entry).
+
+    Args:
+        checkpoint: a file, a Hugging Face folder or a zoo name.
+        num_heads: attention heads, for checkpoints that do not record them and whose heads are not 64 wide.
+        trust_checkpoint: allow files holding Python objects (unpickling can run code).
+    """
+    model = from_pretrained(checkpoint, trust_checkpoint, **({"num_heads": num_heads} if num_heads else {}))
     sampling: dict = {}
     entry = zoo.ZOO.get(checkpoint)
     if entry is not None and entry.sampling_rate:  # the official dense recipes count frames at 30 fps
@@ -309,7 +345,7 @@ def load_model(checkpoint: str, num_heads: Optional[int] = None) -> tuple[nn.Mod
     elif entry is not None:  # SSv2: one frame per segment
         sampling = {"sampling": "uniform"}
     elif Path(checkpoint).is_file():
-        saved = load_checkpoint_file(checkpoint)
+        saved = load_checkpoint_file(checkpoint, trust_checkpoint)
         data_config = saved.get("run_info", {}).get("data_config") if isinstance(saved, dict) else None
         if data_config:
             sampling = {"sampling_rate": data_config["sampling_rate"], "sampling": data_config["sampling"],

@@ -70,17 +70,31 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
     Returns ``(B, 1, D)``, the class token alone, when ``cls_only`` and the attention allows
     skipping the other queries: fused (the explicit path's maps need every query) and no hook on
     its probabilities; ``(B, L, D)`` otherwise.
+
+    CPU inference under bf16 autocast runs the block with autocast off and explicit dtypes
+    (``_cpu_bf16_linears``): the matmuls in bf16 on weights cast once and cached (autocast
+    casts every weight on every call), the residual stream, LayerNorm and the softmax of the
+    8-token temporal attention in fp32, the spatial attention in SDPA's bf16 kernel (fp32
+    scores and softmax inside).
     """
     infer = not block.training and not torch.is_grad_enabled()
+    if infer and x.device.type == "cpu" and _autocast_dtype("cpu") == torch.bfloat16:
+        lin = _cpu_bf16_linears(block)
+        with torch.autocast("cpu", enabled=False):
+            return _forward(block, x, num_frames, cls_only, infer, lin)
+    return _forward(block, x, num_frames, cls_only, infer, _PLAIN)
+
+
+def _forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool, infer: bool, lin: "_Linears"):
     cls_only = cls_only and block.attn.fused and _hookless(block.attn.attn_probs)
     if block.attention_type != "divided_space_time":
         if cls_only:
-            res = _cls_attention(block, x)
+            res = _cls_attention(block, x, lin)
             x = x[:, :1]
         else:
             a = block.attn
-            res = block.drop_path(a.proj_drop(a.proj(_attend(a, _layer_norm_linear(block.norm1, x, a.qkv)))))
-        return _residual_mlp(block, _add_into(res, x) if infer else x + res, infer)
+            res = block.drop_path(a.proj_drop(lin(a.proj, _attend(a, _layer_norm_linear(block.norm1, x, a.qkv, lin=lin)))))
+        return _residual_mlp(block, _add_into(res, x) if infer else x + res, infer, lin)
 
     B, L, D = x.shape
     T = num_frames
@@ -90,12 +104,12 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
     # temporal: LayerNorm and qkv act per token, so they run on the (B, N*T, D) stream as it is;
     # the (B*N, T) sequences, one per patch, are a view of the qkv output
     t = block.temporal_attn
-    a = _attend(t, _layer_norm_linear(block.temporal_norm1, patches, t.qkv).view(B * N, T, 3 * D))
+    a = _attend(t, _layer_norm_linear(block.temporal_norm1, patches, t.qkv, lin=lin).view(B * N, T, 3 * D))
     if infer and type(t.proj) is nn.Linear and type(block.temporal_fc) is nn.Linear:
-        patches = _add_into(F.linear(a, *_folded_temporal_projection(block)).view(B, N * T, D), patches)
+        patches = _add_into(lin(_FOLD, a, block).view(B, N * T, D), patches)
     else:
-        res = block.drop_path(t.proj_drop(t.proj(a)))  # (B*N, T, D)
-        res = block.temporal_fc(res.view(B, N * T, D))
+        res = block.drop_path(t.proj_drop(lin(t.proj, a)))  # (B*N, T, D)
+        res = lin(block.temporal_fc, res.view(B, N * T, D))
         patches = _add_into(res, patches) if infer else patches + res
 
     # spatial: one (1+N)-token sequence per frame, the class token prepended to each, in one copy:
@@ -103,10 +117,10 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
     xs = torch.cat((cls_token.unsqueeze(1).expand(B, T, 1, D), patches.view(B, N, T, D).transpose(1, 2)), dim=2)
     xs = xs.view(B * T, 1 + N, D)
     if cls_only:
-        res_cls = _cls_attention(block, xs).view(B, T, D).mean(dim=1, keepdim=True)  # (B, 1, D)
-        return _residual_mlp(block, _add_into(res_cls, cls_token) if infer else cls_token + res_cls, infer)
+        res_cls = _cls_attention(block, xs, lin).view(B, T, D).mean(dim=1, keepdim=True)  # (B, 1, D)
+        return _residual_mlp(block, _add_into(res_cls, cls_token) if infer else cls_token + res_cls, infer, lin)
     s = block.attn
-    res = block.drop_path(s.proj_drop(s.proj(_attend(s, _layer_norm_linear(block.norm1, xs, s.qkv)))))
+    res = block.drop_path(s.proj_drop(lin(s.proj, _attend(s, _layer_norm_linear(block.norm1, xs, s.qkv, lin=lin)))))
     res = res.view(B, T, 1 + N, D)
     res_cls = res[:, :, 0].mean(dim=1, keepdim=True)  # (B, 1, D)
     res_patches = res[:, :, 1:].transpose(1, 2)  # (B, N, T, D) view, back to patch-major order
@@ -117,18 +131,22 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
     else:
         # (B, N, T, D) -> (B, N*T, D)
         x = torch.cat((cls_token + res_cls, (patches.view(B, N, T, D) + res_patches).reshape(B, N * T, D)), dim=1)
-    return _residual_mlp(block, x, infer)
+    return _residual_mlp(block, x, infer, lin)
 
 
 # -- the pieces of the block --------------------------------------------------------------------
 def _attend(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     """``attn.attend(qkv)``, ``(S, L, 3D)`` -> ``(S, L, D)``; on CPU, short sequences with fused
     attention and no attention dropout run as batched matmuls (under autocast the kernels'
-    own casting is kept)."""
+    own casting is kept). A bf16 ``qkv`` outside autocast (CPU bf16 inference, ``forward``)
+    attends in fp32 where that is cheap: short sequences (8-token temporal attention: the
+    scores of a bf16 matmul would be rounded before the softmax) and the explicit path (the maps)."""
     S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     dropping = attn.training and attn.attn_drop > 0
-    cpu_fp32 = qkv.device.type == "cpu" and _autocast_dtype("cpu") is None
-    if not attn.fused or L > SHORT_SEQUENCE or dropping or not cpu_fp32:
+    cpu_plain = qkv.device.type == "cpu" and _autocast_dtype("cpu") is None
+    if cpu_plain and qkv.dtype == torch.bfloat16 and (L <= SHORT_SEQUENCE or not attn.fused):
+        qkv = qkv.float()
+    if not attn.fused or L > SHORT_SEQUENCE or dropping or not cpu_plain:
         return attn.attend(qkv)
     if torch.is_grad_enabled():
         return _ShortAttention.apply(qkv, attn.num_heads, attn.scale)
@@ -138,30 +156,83 @@ def _attend(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(S, L, D)  # (S, heads, L, D/heads) -> (S, L, D)
 
 
-def _cls_attention(block: nn.Module, xs: torch.Tensor) -> torch.Tensor:
+def _cls_attention(block: nn.Module, xs: torch.Tensor, lin: "_Linears") -> torch.Tensor:
     """Spatial attention output ``(S, 1, D)`` of the first (class) token of each of the S
     sequences in ``xs`` ``(S, L, D)``: keys and values of every token, one query per sequence."""
     a, D = block.attn, xs.shape[-1]
     if type(a.qkv) is nn.Linear:
-        w, b = a.qkv.weight, a.qkv.bias
+        w, b = lin.params(a.qkv)
         q = _layer_norm_linear(block.norm1, xs[:, :1], w[:D], None if b is None else b[:D])
         kv = _layer_norm_linear(block.norm1, xs, w[D:], None if b is None else b[D:])
     else:  # e.g. int8: the module computes all three
-        qkv = a.qkv(block.norm1(xs))
+        qkv = lin(a.qkv, block.norm1(xs))
         q, kv = qkv[:, :1, :D], qkv[..., D:]
     S, L, Dh = xs.shape[0], xs.shape[1], D // a.num_heads
     q = q.reshape(S, 1, a.num_heads, Dh).transpose(1, 2)  # (S, 1, D) -> (S, heads, 1, D/heads)
     k, v = kv.reshape(S, L, 2, a.num_heads, Dh).permute(2, 0, 3, 1, 4)  # (S, L, 2D) -> 2 x (S, heads, L, D/heads)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop if a.training else 0.0)
     out = out.transpose(1, 2).reshape(S, 1, D)  # (S, heads, 1, D/heads) -> (S, 1, D)
-    return block.drop_path(a.proj_drop(a.proj(out)))
+    return block.drop_path(a.proj_drop(lin(a.proj, out)))
 
 
-def _residual_mlp(block: nn.Module, x: torch.Tensor, infer: bool) -> torch.Tensor:
+def _residual_mlp(block: nn.Module, x: torch.Tensor, infer: bool, lin: "_Linears") -> torch.Tensor:
     """``x + drop_path(mlp(norm2(x)))``; in inference added into ``x``, which the caller owns."""
     mlp = block.mlp
-    out = _gelu_linear(mlp.act, mlp.fc2, _layer_norm_linear(block.norm2, x, mlp.fc1))
+    gelu_into = getattr(mlp.fc1, "gelu_into", None) if infer else None
+    if gelu_into is not None:  # int8 layers (tsf.quantize): GELU, and fc2's input quantization, inside fc1's kernel
+        out = mlp.fc2(gelu_into(block.norm2(x), mlp.act.approximate, mlp.fc2))
+    else:
+        out = _gelu_linear(mlp.act, mlp.fc2, _layer_norm_linear(block.norm2, x, mlp.fc1, lin=lin), lin)
     return x.add_(out) if infer else x + block.drop_path(out)
+
+
+class _Linears:
+    """How the inference path reaches a block's linear maps: ``lin(module, x)`` and
+    ``lin.params(module)``. Plain (``_PLAIN``): the modules themselves (fp32, or int8 layers of
+    ``tsf.quantize``). CPU bf16 (``_cpu_bf16_linears``): each ``nn.Linear``'s weight and bias cast to
+    bf16 once, and ``x`` cast to bf16 on the way in. ``_FOLD`` stands for the folded
+    ``temporal_fc(temporal_attn.proj(.))`` of the block given as ``lin``'s third argument."""
+
+    def __init__(self, weights: Optional[dict] = None, dtype: Optional[torch.dtype] = None):
+        self.weights, self.dtype = weights or {}, dtype
+
+    def params(self, module) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.weights.get(module) or (module.weight, module.bias)
+
+    def __call__(self, module, x: torch.Tensor, block: Optional[nn.Module] = None) -> torch.Tensor:
+        if module is _FOLD:
+            wb = self.weights.get(_FOLD) or _folded_temporal_projection(block)
+            return F.linear(x.to(wb[0].dtype), *wb)
+        wb = self.weights.get(module)
+        return module(x) if wb is None else F.linear(x.to(self.dtype), *wb)
+
+
+_FOLD = object()  # the folded temporal projection, as a key of _Linears.weights
+_PLAIN = _Linears()
+# block -> (key, sums, weights): bf16 copies of its nn.Linear weights and of the temporal fold
+_CASTS: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _cpu_bf16_linears(block: nn.Module) -> _Linears:
+    """The block's ``nn.Linear`` weights (and the folded temporal projection) in bf16, cached by
+    the rule of ``_folded_temporal_projection``: rebuilt when a tensor's storage, version counter
+    or sum changes (the sums cost ~2% of a bf16 forward pass; casting every weight, as autocast
+    does on every call, ~10%). Holds a bf16 copy of the block's weights (half the fp32 memory)."""
+    linears = [m for m in block.modules() if type(m) is nn.Linear]
+    tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
+    with torch.inference_mode(False), torch.no_grad(), torch.autocast("cpu", enabled=False):
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        sums = torch.stack([t.sum() for t in tensors]) if tensors else torch.zeros(0)
+        cached = _CASTS.get(block)
+        if cached is None or cached[0] != key or not torch.equal(cached[1], sums):
+            bf16 = torch.bfloat16
+            weights = {m: (m.weight.to(bf16), None if m.bias is None else m.bias.to(bf16)) for m in linears}
+            t = getattr(block, "temporal_attn", None)
+            if t is not None and type(t.proj) is nn.Linear and type(block.temporal_fc) is nn.Linear:
+                weights[_FOLD] = tuple(p.to(bf16) for p in _folded_temporal_projection(block))
+            cached = (key, sums, weights)
+            _CASTS[block] = cached
+    return _Linears(cached[2], torch.bfloat16)
 
 
 # block -> (key, sums, weight, bias); weak, so that the cache dies with the block
@@ -228,22 +299,24 @@ def _autocast_off(device_type: str):
 
 
 # -- autograd functions that save less for the backward pass ------------------------------------
-def _layer_norm_linear(norm: nn.LayerNorm, x: torch.Tensor, linear, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``linear(norm(x))``; ``linear`` is a module, or a weight tensor with ``bias``."""
+def _layer_norm_linear(norm: nn.LayerNorm, x: torch.Tensor, linear, bias: Optional[torch.Tensor] = None,
+                       lin: _Linears = _PLAIN) -> torch.Tensor:
+    """``linear(norm(x))``; ``linear`` is a module (reached through ``lin`` in inference), or a
+    weight tensor with ``bias``."""
     if isinstance(linear, nn.Module):
         if not torch.is_grad_enabled():
-            return linear(norm(x))
+            return lin(linear, norm(x))
         linear, bias = linear.weight, linear.bias
     if torch.is_grad_enabled():
         return _LayerNormLinear.apply(x, norm.weight, norm.bias, norm.eps, linear, bias)
-    return F.linear(norm(x), linear, bias)
+    return F.linear(norm(x).to(linear.dtype), linear, bias)
 
 
-def _gelu_linear(act: nn.GELU, linear: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def _gelu_linear(act: nn.GELU, linear: nn.Module, h: torch.Tensor, lin: _Linears = _PLAIN) -> torch.Tensor:
     """``linear(act(h))``; in inference GELU runs in place in ``h``, a fresh fc1 output."""
     if torch.is_grad_enabled():
         return _GeluLinear.apply(h, linear.weight, linear.bias, act.approximate)
-    return linear(torch.ops.aten.gelu_(h, approximate=act.approximate))
+    return lin(linear, torch.ops.aten.gelu_(h, approximate=act.approximate))
 
 
 class _LayerNormLinear(torch.autograd.Function):

@@ -395,6 +395,9 @@ class TimeSformer(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
         layout = f"(B, {cfg.in_chans}, T, H, W) float with H and W multiples of {cfg.patch_size}"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"TimeSformer expects a torch.Tensor {layout}; got {type(x).__module__}.{type(x).__name__} "
+                            f"(use torch.from_numpy(array).float())")
         if x.ndim != 5:
             raise ValueError(f"TimeSformer expects a 5-D clip batch {layout}; got shape {tuple(x.shape)}")
         if x.shape[1] != cfg.in_chans:
@@ -410,6 +413,10 @@ class TimeSformer(nn.Module):
                 f"TimeSformer expects a normalised float clip; got dtype {x.dtype} "
                 f"(use tsf.data.normalize(clip, model.config.mean, model.config.std))"
             )
+        weights = self.patch_embed.proj.weight.dtype
+        # autocast casts float32 (not float64) inputs to its own dtype; without it the dtypes must agree
+        if x.dtype != weights and (x.dtype == torch.float64 or not torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(f"TimeSformer's weights are {weights} and the clip is {x.dtype}: use x.to({weights})")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patches plus embeddings: ``(B, 1+N*T, D)`` (space-only: ``(B*T, 1+N, D)``)."""
@@ -474,7 +481,7 @@ def create_model(name: str = "base_8x224", **overrides) -> TimeSformer:
     Example: ``create_model("tiny", attention_type="space_only", num_classes=10)``.
     """
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return TimeSformer.from_config(PRESETS[name], **overrides)
 
 

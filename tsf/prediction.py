@@ -17,15 +17,18 @@ window as one clip of ``num_frames`` frames spread evenly over it (pick ``window
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import runtime
 from .data import clip_indices, normalize, open_video
 from .data.transforms import short_side_scale, spatial_crop
+from .errors import ConfigError
 from .runtime import PathLike
 
 
@@ -81,7 +84,12 @@ def predict(
             in the video's own frames.
         device: ``auto``, ``cpu``, ``cuda``...
         precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
+
+    Raises:
+        ConfigError: a count below 1.
+        VideoReadError: the video cannot be read whole (missing, damaged, truncated).
     """
+    _check_counts(topk=topk, temporal_clips=temporal_clips, spatial_crops=spatial_crops)
     with open_video(video) as reader:
         frames, fps = reader.num_frames, reader.info.fps
         rate = sampling_rate * fps / target_fps if target_fps and fps else sampling_rate
@@ -101,6 +109,7 @@ def timeline(
     batch_size: int = 16,
     device: str = "auto",
     precision: str = "auto",
+    progress: bool = False,
 ) -> list[Prediction]:
     """Predictions for consecutive windows of a long video.
 
@@ -114,7 +123,9 @@ def timeline(
         batch_size: windows decoded together and run in one forward pass.
         device: ``auto``, ``cpu``, ``cuda``...
         precision: ``auto``, ``fp32``, ``bf16``, ``fp16``.
+        progress: a progress bar over the windows.
     """
+    _check_counts(topk=topk, batch_size=batch_size)
     stride = window if stride is None else stride
     if window <= 0 or stride <= 0:
         raise ValueError(f"window={window} and stride={stride} must be positive seconds")
@@ -127,7 +138,8 @@ def timeline(
         # every window lies inside the video; a video shorter than one window is one window
         spans = [(float(start), min(float(start) + window, duration))
                  for start in np.arange(0.0, max(duration - window, 0.0) + 1e-9, stride)]
-        for first in range(0, len(spans), batch_size):
+        for first in tqdm(range(0, len(spans), batch_size), desc=f"windows of {Path(video).name}", unit="batch",
+                          disable=not progress):
             chunk = spans[first:first + batch_size]
             views = []
             for start, end in chunk:
@@ -170,3 +182,9 @@ def _prediction(model: nn.Module, video: PathLike, probabilities: np.ndarray, fe
     order = np.argsort(-probabilities, kind="stable")[: max(1, min(topk, len(probabilities)))]
     return Prediction(str(video), [(names[i], float(probabilities[i])) for i in order], probabilities, features,
                       start, end)
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if value < 1:
+            raise ConfigError(f"{name}={value}: give at least 1")

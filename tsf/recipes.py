@@ -38,6 +38,7 @@ from typing import Union
 
 import yaml
 
+from .errors import ConfigError
 from .model import PRESETS, TimeSformerConfig
 from .zoo import ZOO
 
@@ -48,7 +49,7 @@ RESOLVED_FILE = "config.yaml"  # what tsf train writes into the run folder
 ABOUT_KEYS = ("command", "reproduces", "paper_top1", "official", "source", "effective")
 
 
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe or ``--set`` that cannot be used; the message names the file, key and value and the fix."""
 
 

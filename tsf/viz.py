@@ -272,14 +272,21 @@ def attention_explorer(
     cfg = model.config
     divided = cfg.attention_type == "divided_space_time"
     depth = len(model.blocks)
-    video = widgets.Dropdown(options=list(clips), description="video")
-    kind = widgets.Dropdown(options=[k for k in MAP_KINDS if divided or k != "temporal"], description="map")
-    block = widgets.IntSlider(value=depth - 1, min=0, max=depth - 1, description="block")
-    head = widgets.Dropdown(options=["mean", *map(str, range(cfg.num_heads))], description="head")
-    frame = widgets.IntSlider(min=0, max=0, description="query frame")
-    row = widgets.IntSlider(min=0, max=0, description="patch row")
-    col = widgets.IntSlider(min=0, max=0, description="patch col")
-    per_frame = widgets.Checkbox(value=False, description="scale per frame")
+    # one label width, wider than ipywidgets' 80 px (which cuts "query frame"), so the columns line up; and a
+    # tooltip on every control (without one a browser shows "null" over the sliders' labels)
+    label = {"style": {"description_width": "7.5em"}}
+    video = widgets.Dropdown(options=list(clips), description="video", tooltip="the clip shown", **label)
+    kind = widgets.Dropdown(options=[k for k in MAP_KINDS if divided or k != "temporal"], description="map",
+                            tooltip="cls, rollout (blocks 0..block), temporal, patch, patch_rollout", **label)
+    block = widgets.IntSlider(value=depth - 1, min=0, max=depth - 1, description="block",
+                              tooltip="the block shown (rollouts: through blocks 0..block)", **label)
+    head = widgets.Dropdown(options=["mean", *map(str, range(cfg.num_heads))], description="head",
+                            tooltip="one head, or their mean (maps that average heads disable it)", **label)
+    frame = widgets.IntSlider(min=0, max=0, description="query frame", tooltip="the query patch's frame", **label)
+    row = widgets.IntSlider(min=0, max=0, description="patch row", tooltip="the query patch's row", **label)
+    col = widgets.IntSlider(min=0, max=0, description="patch col", tooltip="the query patch's column", **label)
+    per_frame = widgets.Checkbox(value=False, description="scale per frame", indent=False,
+                                 tooltip="colours scaled frame by frame, else over the whole strip")
     caption = widgets.HTML()
     image = widgets.Image(format="png")
 

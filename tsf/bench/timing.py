@@ -54,6 +54,27 @@ def measure_peak(device: torch.device, repeats: int = 3) -> dict:
     else:
         out["flops_per_s"] = best
         out["kind"] = "measured fp32 matmul, best of the shapes above (min time of each)"
+        out["unit_peaks_flops_per_s"] = _cpu_unit_peaks(repeats)
+    return out
+
+
+def _cpu_unit_peaks(repeats: int) -> dict:
+    """The bf16 matmul and the int8 ``torch._int_mm`` rate at the model's MLP shape (1569x768x3072): what
+    the CPU's matrix units give (int8 counts a multiply-add as 2 ops)."""
+    out = {}
+    generator = torch.Generator().manual_seed(0)
+    m, k, n = 1569, 768, 3072
+    a = torch.randn(m, k, generator=generator)
+    b = torch.randn(k, n, generator=generator)
+    cases = {"bf16": (a.bfloat16(), b.bfloat16(), torch.matmul),
+             "int8": (a.clamp(-1, 1).mul(127).to(torch.int8), b.clamp(-1, 1).mul(127).to(torch.int8), torch._int_mm)}
+    for name, (x, y, op) in cases.items():
+        try:
+            op(x, y)
+            times = [timed(lambda: op(x, y), torch.device("cpu")) for _ in range(repeats)]
+        except (RuntimeError, AttributeError):  # an op this build lacks
+            continue
+        out[name] = 2 * m * k * n / min(times)
     return out
 
 
@@ -67,6 +88,9 @@ def best_peak(first: dict, second: dict) -> dict:
         merged["measured"][shape] = {"times_s": a["times_s"] + b["times_s"],
                                      "flops_per_s": max(a["flops_per_s"], b["flops_per_s"])}
     merged["measured_best_flops_per_s"] = max(v["flops_per_s"] for v in merged["measured"].values())
+    if "unit_peaks_flops_per_s" in first:
+        merged["unit_peaks_flops_per_s"] = {k: max(v, second.get("unit_peaks_flops_per_s", {}).get(k, 0.0))
+                                            for k, v in first["unit_peaks_flops_per_s"].items()}
     if merged.get("documented_bf16_dense_flops_per_s") is None:
         merged["flops_per_s"] = merged["measured_best_flops_per_s"]
     merged["measured_when"] = "before and after the inference and training sections"

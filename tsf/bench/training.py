@@ -1,6 +1,6 @@
 """The training section: one AdamW step of tsf and of transformers, plain and with gradient
-checkpointing, each configuration in a fresh process so that neither heaps nor peak-memory
-counters mix."""
+checkpointing, and on a CPU with bf16 matrix units both under bf16 autocast; each configuration in
+a fresh process so that neither heaps nor peak-memory counters mix."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .. import runtime
+from .. import cpu, runtime
 from ..cost import peak_memory, resident_memory_mib
 from ..weights import from_pretrained
 from .models import load_hf
@@ -22,6 +22,7 @@ from .timing import summary, timed
 
 
 TRAIN_CONFIGS = ("tsf", "tsf_checkpointing", "hf", "hf_checkpointing")
+BF16_CONFIGS = ("tsf_bf16", "hf_bf16")  # CPU: the same steps under bf16 autocast (weights, grads, AdamW fp32)
 # Passes over the configurations (A B C D A B C D): a burst of load on a shared machine hits one
 # pass of one configuration, and the median over the passes shrugs it off.
 ROUNDS = 2
@@ -38,7 +39,12 @@ def bench_train(tsf_path: Path, hf_dir: Optional[Path], settings: BenchSettings,
         flops: the architecture's forward FLOPs per clip (a step counts 3x).
     """
     device = torch.device(settings.device)
-    configs = [c for c in TRAIN_CONFIGS if hf_dir or not c.startswith("hf")]
+    precision = runtime.resolve_precision(settings.precision, device, purpose="training")
+    configs = list(TRAIN_CONFIGS)
+    if device.type == "cpu" and precision == "fp32" and settings.precision != "fp32" and (
+            cpu.matrix_units().bf16 or settings.full):
+        configs += BF16_CONFIGS
+    configs = [c for c in configs if hf_dir or not c.startswith("hf")]
     if settings.compile and device.type == "cuda":
         configs.insert(1, "tsf_compiled")
     warmup = max(settings.warmup, 2)  # the first AdamW steps allocate the gradients and the optimiser state
@@ -46,7 +52,7 @@ def bench_train(tsf_path: Path, hf_dir: Optional[Path], settings: BenchSettings,
     per_round = [settings.repeats // rounds + (1 if r < settings.repeats % rounds else 0) for r in range(rounds)]
     batch = settings.train_batch
     out: dict = {"batch": batch, "configs": {}, "drop_path_rate": 0.0, "warmup_steps": warmup, "rounds": rounds,
-                 "precision": settings.precision,
+                 "precision": precision, "bf16_configs": "under bf16 autocast (tsf_bf16, hf_bf16)",
                  "step": "AdamW; forward, cross-entropy, backward, optimiser step; drop path off in both models",
                  "timing": "steady-state steps in a fresh process per configuration and round; memory: one "
                            "more step in the first round's process"}
@@ -55,7 +61,8 @@ def bench_train(tsf_path: Path, hf_dir: Optional[Path], settings: BenchSettings,
         for name in configs:
             if "error" in results[name]:
                 continue
-            child = _run_child(_ChildSpec(config=name, device=settings.device, precision=settings.precision,
+            child = _run_child(_ChildSpec(config=name, device=settings.device,
+                                          precision="bf16" if name.endswith("_bf16") else precision,
                                           batch=batch, warmup=warmup, repeats=steps, threads=settings.threads,
                                           memory=r == 0, tsf_path=str(tsf_path),
                                           hf_dir=str(hf_dir) if hf_dir else None))
@@ -76,7 +83,7 @@ def bench_train(tsf_path: Path, hf_dir: Optional[Path], settings: BenchSettings,
 class _ChildSpec:
     """One training configuration's run in a child process (sent as JSON)."""
 
-    config: str  # one of TRAIN_CONFIGS, or tsf_compiled
+    config: str  # one of TRAIN_CONFIGS or BF16_CONFIGS, or tsf_compiled
     device: str
     precision: str
     batch: int

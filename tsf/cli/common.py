@@ -18,12 +18,49 @@ if TYPE_CHECKING:  # tsf.recipes loads the model (torch): imported where a comma
 NOT_SETTINGS = ("help", "config", "set", "resume")
 
 
+def error_message(error: BaseException) -> str:
+    """What ``error`` says, without the worker traceback a ``DataLoader`` wraps around an error raised
+    in one of its worker processes (the message of the original error is kept)."""
+    message = str(error) or type(error).__name__
+    marker = f"{type(error).__module__}.{type(error).__qualname__}: "
+    if "Original Traceback" in message and marker in message:
+        message = message[message.rindex(marker) + len(marker):]
+    return message.strip()
+
+
+def add_debug_flag(parser) -> None:
+    """``--debug``: on any command level, so it may follow the command's own arguments."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error (also: TSF_DEBUG=1)")
+
+
 def add_device_flags(parser, default: Optional[str] = "auto") -> None:
     """``--device`` and ``--precision``; ``default=None`` for commands whose settings files may set them."""
     shown = f" (default {default})" if default else " (default auto)"
     parser.add_argument("--device", default=default, help=f"auto (CUDA when available, else CPU), cpu, cuda or cuda:N{shown}")
     parser.add_argument("--precision", default=default,
                         help=f"auto (bf16 autocast on CUDA, fp16 on GPUs without bf16, fp32 on CPU), fp32, bf16 or fp16{shown}")
+
+
+def add_checkpoint_flags(parser) -> None:
+    """How a checkpoint is read: ``--num-heads`` (not in the weights) and ``--trust-checkpoint``."""
+    parser.add_argument("--num-heads", type=positive_int,
+                        help="attention heads of a checkpoint whose heads are not 64 wide (default: embed_dim // 64, "
+                             "with a warning when the checkpoint does not record it)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that holds Python objects beyond tensors (unpickling can run code: "
+                             "only for files from a source you trust)")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
 
 
 def add_sampling_flags(parser) -> None:
@@ -133,6 +170,8 @@ def apply_config(args: argparse.Namespace, command: str) -> Optional[Recipe]:
             if key in given:
                 continue
             given.add(key)
+            if value == [] and actions[key].nargs == "+":  # an empty list: none given (RUN_DIR/config.yaml writes it)
+                continue
             if value is not None:  # null: the default
                 setattr(args, key, _coerce(actions[key], value, source, key))
     return recipe

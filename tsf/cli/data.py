@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..data.readers import READERS
 from ..data.synth import TASKS
+from .common import add_debug_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,10 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     manifest.add_argument("--out", type=Path, required=True, help="where train.csv, val.csv and classes.txt go")
     manifest.add_argument("--val-fraction", type=float, default=0.2, help="share of each class in val (default: 0.2)")
     manifest.add_argument("--seed", type=int, default=0, help="shuffling seed (default: 0)")
+    manifest.add_argument("--overwrite", action="store_true", help="replace train.csv, val.csv and classes.txt in --out")
 
     check = sub.add_parser("check", help="open every video of a manifest, count frames, decode a clip; report the bad ones",
                            description="Pre-flight check: every row is opened, its frames counted and a clip decoded. "
-                                       "Exit code 0 when all are good, 1 when some are bad, 2 when the manifest cannot be read.")
+                                       "Exit code 0 when all are good, 1 when some are bad (or there are none), 2 when the "
+                                       "manifest cannot be read.")
     check.add_argument("manifest", type=Path, help="CSV (path,label[,start,end]), Kinetics `path label_id` file, "
                                                    "SSv2 split file or folder-per-class root")
     check.add_argument("--classes", type=Path, help="class list (default: classes.txt beside the manifest)")
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--workers", type=int, help="checking processes (default: all cores)")
     check.add_argument("--report", type=Path, help="write the JSON report here")
     check.add_argument("--write-clean", type=Path, metavar="CSV", help="write the good rows here as path,label[,start,end]")
+    check.add_argument("--overwrite", action="store_true", help="replace existing --report / --write-clean files")
     check.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     synth = sub.add_parser("synth", help="write the synthetic appearance, motion or dots videos (H.264 .mp4 + CSVs)",
@@ -47,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--size", type=int, default=32, help="frame side in pixels, even (default: 32)")
     synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same videos (default: 0)")
     synth.add_argument("--val-fraction", type=float, default=0.2, help="share of each class in val (default: 0.2)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace what --out holds (default: a folder that is not empty is refused)")
 
     bench = sub.add_parser("bench", help="clips/s of tsf's loader vs decoding whole videos, one worker",
                            description="Encode a 256p H.264 test video and time one worker loading 8x224 clips with "
@@ -58,24 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--gops", type=int, nargs="+", default=[60, 250], help="keyframe intervals to test (default: 60 250)")
     bench.add_argument("--repeats", type=int, default=3, help="timed repetitions, median reported (default: 3)")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
+    for command in (manifest, check, synth, bench):
+        command.set_defaults(_parser=command)
+        add_debug_flag(command)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.manifest import ManifestError
-
-    command = {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench}[args.data_command]
-    try:
-        return command(args)
-    except (ManifestError, FileNotFoundError, ValueError) as error:
-        print(f"tsf data {args.data_command}: {error}", file=sys.stderr)
-        return 2
+    return {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench}[args.data_command](args)
 
 
 def _manifest(args: argparse.Namespace) -> int:
     from ..data.manifest import load_classes, read_manifest
     from ..data.splits import write_split_manifests
 
-    written = write_split_manifests(args.root, args.out, args.val_fraction, args.seed)
+    written = write_split_manifests(args.root, args.out, args.val_fraction, args.seed, args.overwrite)
     classes = load_classes(written["classes"])
     counts = {split: len(read_manifest(written[split], classes=classes).samples) for split in ("train", "val")}
     print(f"{len(classes)} classes; train {counts['train']} videos -> {written['train']}; "
@@ -90,7 +92,7 @@ def _check(args: argparse.Namespace) -> int:
     classes = load_classes(args.classes) if args.classes is not None else None
     report = check_manifest(args.manifest, classes=classes, num_frames=args.num_frames, reader=args.reader,
                             workers=args.workers, progress=not args.no_progress, report=args.report,
-                            write_clean=args.write_clean)
+                            write_clean=args.write_clean, overwrite=args.overwrite)
     width = max(len(s) for s in STATUSES)
     print(f"{report['manifest']}: {report['ok'] + report['bad']} rows")
     for status in STATUSES:
@@ -104,6 +106,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"report: {args.report}")
     if args.write_clean:
         print(f"good rows: {args.write_clean}")
+    if report["ok"] + report["bad"] == 0:
+        print(f"{report['manifest']} lists no videos: nothing to train or evaluate on", file=sys.stderr)
+        return 1
     return 0 if not bad else 1
 
 
@@ -114,7 +119,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = generate(args.task, args.out, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
-                   seed=args.seed, val_fraction=args.val_fraction)
+                   seed=args.seed, val_fraction=args.val_fraction, overwrite=args.overwrite)
     print(f"{args.task}: {len(TASKS[args.task]) * args.videos_per_class} videos in {time.perf_counter() - started:.1f} s -> {out} "
           f"(train.csv, val.csv, classes.txt)")
     return 0

@@ -11,10 +11,13 @@ from pathlib import Path
 
 from ..data.config import VideoDataConfig
 from ..training.config import TrainConfig
-from .common import add_config_flags, apply_config
+from .common import add_checkpoint_flags, add_config_flags, apply_config, error_message
 
-RESUME_OVERRIDABLE = ("device", "num_workers", "progress")
+RESUME_OVERRIDABLE = ("device", "num_workers", "progress", "tensorboard")
 # run flags that are TimeSformerConfig fields (given: they override the preset's or checkpoint's)
+# what a run writes into its folder: a new run refuses to start over them without --overwrite
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "config.yaml")
+TENSORBOARD_EVENTS = "events.out.tfevents.*"  # --tensorboard's event files, beside metrics.jsonl
 MODEL_OPTIONS = ("num_heads", "num_frames", "img_size", "attention_type", "drop_path_rate", "mean", "std")
 
 
@@ -53,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--data", type=Path, help="data folder with train.csv, val.csv and classes.txt")
     run.add_argument("--out", type=Path, help="run folder: metrics.jsonl, summary.json, last.pt, best.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over in an --out that holds an earlier run's files (they are deleted first)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR",
                      help=f"continue the run in RUN_DIR from its last.pt with its saved settings (only "
                           f"{', '.join('--' + n.replace('_', '-') for n in RESUME_OVERRIDABLE)} may be given)")
@@ -61,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with --model: start from an ImageNet ViT, as the paper trained: a weights file or "
                           "timm:NAME (the paper's: timm:vit_base_patch16_224.orig_in21k_ft_in1k)")
     run.add_argument("--init", help="fine-tune from this checkpoint or zoo name; a new head when the classes differ")
-    run.add_argument("--num-heads", type=int, help="attention heads of an --init checkpoint whose heads are not 64 wide")
+    add_checkpoint_flags(run)
     run.add_argument("--num-frames", type=int, help="frames per clip (default: the model's); resizes an --init model's time embedding")
     run.add_argument("--img-size", type=int, help="crop size (default: the model's); resizes an --init model's position embedding")
     run.add_argument("--attention-type", help="attention scheme of a --model preset: divided_space_time, space_only or "
@@ -78,21 +83,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training.signals import stop_on_signals
+
+    # from the start: a SIGTERM/SIGINT/SIGUSR1 while the run is set up stops it after its first step
+    with stop_on_signals():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .. import runtime
     from ..data import BadVideosError
+    from ..errors import TsfError
     from ..training import NonFiniteLossError
+    from ..training.signals import INTERRUPTED_EXIT_CODE, TrainingInterrupted
 
     try:
         recipe = apply_config(args, "train")
         trainer = _resume_trainer(args) if args.resume is not None else _new_trainer(args, recipe)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"tsf train: {error}", file=sys.stderr)
+    except RunFinished as finished:
+        runtime.teardown(synchronize=False)
+        print(f"tsf train: {finished}")
+        return 0
+    except (TsfError, ValueError, FileNotFoundError) as error:
+        print(f"tsf train: {error_message(error)}", file=sys.stderr)
         runtime.teardown(synchronize=False)
         return 2
     try:
         summary = trainer.fit()
+    except TrainingInterrupted as error:
+        runtime.teardown()  # every rank waits for rank 0's last.pt before any exits (torchrun ends the rest)
+        if trainer.is_main:
+            hint = f"; continue with: python -m tsf train --resume {trainer.run_dir}" if error.checkpoint else ""
+            print(f"tsf train: {error}{hint}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except (NonFiniteLossError, BadVideosError) as error:
-        print(f"tsf train: {error}", file=sys.stderr)
+        print(f"tsf train: {error_message(error)}", file=sys.stderr)
         runtime.teardown(synchronize=False)
         return 1
     runtime.teardown()
@@ -121,9 +146,14 @@ def _new_trainer(args: argparse.Namespace, recipe=None):
 
     if args.data is None or args.out is None:
         raise ValueError("give --data DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    if (args.out / LAST).is_file():
-        raise ValueError(f"{args.out} already holds a run ({args.out / LAST}); continue it with --resume {args.out} "
-                         f"or choose another --out")
+    earlier = [args.out / name for name in RUN_FILES if (args.out / name).exists()]
+    earlier += sorted(args.out.glob(TENSORBOARD_EVENTS))
+    if earlier and not args.overwrite:
+        resume = f"continue it with --resume {args.out}, " if (args.out / LAST).is_file() else ""
+        from ..errors import OutputExistsError
+
+        raise OutputExistsError(f"{args.out} already holds a run's files ({', '.join(p.name for p in earlier)}); "
+                                f"{resume}choose another --out, or pass --overwrite to delete them and start over")
     given = _given(args, TrainConfig)
     if args.overfit_batch:
         # every epoch is the one batch: epochs = steps; validate (on that batch) at the end only
@@ -134,7 +164,7 @@ def _new_trainer(args: argparse.Namespace, recipe=None):
     overrides = {k: tuple(v) if isinstance(v, list) else v for k in MODEL_OPTIONS if (v := getattr(args, k)) is not None}
     class_names = data_folder_classes(args.data)
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    model = build_model(args.model, args.init, class_names, args.imagenet_init, **overrides)
+    model = build_model(args.model, args.init, class_names, args.imagenet_init, args.trust_checkpoint, **overrides)
     train_set, val_set = build_video_datasets(args.data, model.config, data_config, config.seed,
                                               config.batch_size if args.overfit_batch else 0)
     run_info = {
@@ -146,6 +176,8 @@ def _new_trainer(args: argparse.Namespace, recipe=None):
         callbacks = [c for c in default_callbacks(config, args.out) if not isinstance(c, Checkpointer)]
     trainer = Trainer(model, config, train_set, val_set, run_dir=args.out, callbacks=callbacks, run_info=run_info)
     if trainer.is_main:
+        for stale in earlier:  # --overwrite: the earlier run's files go only once this one can start
+            stale.unlink()
         _write_config(args, recipe, config, data_config, model, trainer)
         print(f"tsf train: {_scaling_line(config, trainer)}")
     return trainer
@@ -220,6 +252,13 @@ def _resume_trainer(args: argparse.Namespace):
     train_set, val_set = build_video_datasets(info["data"], model.config, data_config, config.seed)
     trainer = Trainer(model, config, train_set, val_set, run_dir=run_dir, run_info=info)
     trainer.load_state_dict(checkpoint)
+    if trainer.finished:  # not a run stopped at its last step before validating: that one closes its epoch
+        raise RunFinished(f"{run_dir} finished at step {trainer.step} of {trainer.total_steps}; nothing was changed "
+                          f"(to train longer, start a new run with --init {run_dir / LAST})")
     if trainer.is_main:
         print(f"tsf train: resuming {run_dir} at step {trainer.step}: {_scaling_line(config, trainer)}")
     return trainer
+
+
+class RunFinished(Exception):
+    """``--resume`` of a run that has reached its last step: said, and nothing is done."""

@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..outputs import atomic_write_text, refuse_to_overwrite
 from .manifest import Manifest, VideoSample, read_manifest
 from .splits import write_csv
 from .dataset import usable_frames
@@ -53,7 +54,8 @@ def check_video(sample: VideoSample, num_frames: int = 8, reader: str = "auto") 
 
 def check_manifest(manifest: Union[PathLike, Manifest], classes: Optional[Sequence[str]] = None, num_frames: int = 8,
                    reader: str = "auto", workers: Optional[int] = None, progress: bool = True,
-                   report: Optional[PathLike] = None, write_clean: Optional[PathLike] = None) -> dict:
+                   report: Optional[PathLike] = None, write_clean: Optional[PathLike] = None,
+                   overwrite: bool = False) -> dict:
     """Check every row of a manifest: labels, files, frame counts, one decoded clip each.
 
     Args:
@@ -66,6 +68,7 @@ def check_manifest(manifest: Union[PathLike, Manifest], classes: Optional[Sequen
         progress: show a progress bar (stderr).
         report: write the report as JSON here.
         write_clean: write the good rows here as a ``path,label[,start,end]`` CSV.
+        overwrite: replace ``report`` / ``write_clean`` files that exist (otherwise refused before any work).
 
     Returns:
         ``{"manifest", "ok": n, "bad": n, "counts": {status: n}, "files": [{"path", "status",
@@ -75,6 +78,9 @@ def check_manifest(manifest: Union[PathLike, Manifest], classes: Optional[Sequen
     """
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest, classes=classes, errors="collect")
+    if write_clean is not None and Path(write_clean).resolve() == Path(str(manifest.source)).resolve():
+        raise ValueError(f"--write-clean {write_clean} is the manifest being checked: write the good rows elsewhere")
+    refuse_to_overwrite([p for p in (report, write_clean) if p is not None], overwrite, "check outputs")
     results = _check_all(manifest.samples, num_frames, reader, workers or os.cpu_count() or 1, progress)
     files = [{"path": p.path, "status": p.status, "reason": p.reason, "where": p.where} for p in manifest.problems]
     for sample, result in zip(manifest.samples, results):
@@ -84,13 +90,11 @@ def check_manifest(manifest: Union[PathLike, Manifest], classes: Optional[Sequen
     summary = {"manifest": str(manifest.source), "ok": counts["ok"], "bad": len(files) - counts["ok"],
                "counts": counts, "files": files}
     if report is not None:
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(report, json.dumps(summary, indent=2) + "\n")
     if write_clean is not None:
         good = [s for s, r in zip(manifest.samples, results) if r["status"] == "ok"]
         if any(s.frames is not None for s in good):
             raise ValueError(f"{manifest.source} is an SSv2 frame list; --write-clean writes video files only")
-        Path(write_clean).parent.mkdir(parents=True, exist_ok=True)
         write_csv(write_clean, good, manifest.classes)
     return summary
 

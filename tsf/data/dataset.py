@@ -1,8 +1,9 @@
 """``VideoClipDataset``: clips for training and the multi-view test protocol, robust to bad videos.
 
-Bad videos never stop a run by themselves. A video that is missing, unreadable, empty or
-shorter than the clip is logged once (path and reason), flagged, and its place is taken by
-another video. Each item says how many bad videos were skipped to produce it (``item["bad"]``),
+Bad videos never stop a run by themselves. A video that is missing, unreadable (damaged,
+truncated), empty or shorter than the clip is logged once (path and reason) and flagged; in
+training its place is taken by another video, in testing it is left out (evaluation reports it,
+never scores a stand-in). Each item says how many bad videos were skipped to produce it (``item["bad"]``),
 so a trainer summing that field over an epoch's batches gets the epoch's count whatever the
 number of DataLoader workers. The flags live in shared memory, so ``dataset.bad_videos`` in the
 main process lists every bad video the workers met, and the limit ``max_bad_fraction`` applies
@@ -12,12 +13,14 @@ broken dataset rather than a few broken files).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import TsfError
 from .manifest import Manifest, VideoSample
 from .readers import READERS, VideoReader, VideoReadError, open_video
 from .sampling import COVER, SAMPLINGS, clip_indices, covering_clips
@@ -29,7 +32,7 @@ log = logging.getLogger("tsf.data")
 BAD_KINDS = ("missing", "unreadable", "zero_frames", "too_short")
 
 
-class BadVideosError(RuntimeError):
+class BadVideosError(TsfError, RuntimeError):
     """More videos failed than the dataset's ``max_bad_fraction`` allows; the message names them."""
 
 
@@ -47,7 +50,9 @@ class VideoClipDataset(Dataset):
     Items are ``{"clip": uint8 (3, T, H, W), "label": int, "index": int, "view": int, "bad": int}``:
     ``index`` is the manifest row the clip comes from (evaluation averages a video's views by it),
     ``view = temporal_clip * num_spatial_crops + spatial_crop``, ``bad`` the number of bad videos
-    skipped to produce the item (0 almost always; the replacement's index and label are given).
+    skipped to produce the item (0 almost always). Training replaces a bad video by another one
+    (the replacement's index and label are given); testing returns a blank stand-in with
+    ``bad=1`` and the bad video's own index, which evaluation leaves out and reports.
 
     Random choices come from a generator seeded with ``(seed, epoch, item)``: call
     ``set_epoch(epoch)`` before each epoch's DataLoader iterator is created (the trainer does;
@@ -180,7 +185,6 @@ class VideoClipDataset(Dataset):
         video = int(np.searchsorted(self._first_item, item, side="right")) - 1
         view = item - int(self._first_item[video])
         temporal, spatial = divmod(view, self.num_spatial_crops)
-        # testing draws only replacements, the same for every view of a video
         rng = np.random.default_rng([self.seed, self.epoch, item] if self.train else [self.seed, video])
         skipped = 0
         while True:
@@ -191,6 +195,10 @@ class VideoClipDataset(Dataset):
                             "view": view, "bad": skipped}
                 except VideoReadError as error:
                     self._flag(video, error)
+            if not self.train:  # testing scores each video by itself: a bad one is marked, never replaced
+                blank = torch.zeros(3, self.num_frames, self.crop_size, self.crop_size, dtype=torch.uint8)
+                return {"clip": blank, "label": self.manifest.samples[video].label, "index": video, "view": view,
+                        "bad": 1}
             skipped += 1
             candidates = torch.nonzero(self._bad_flags == 0).flatten()
             if len(candidates) == 0:
@@ -252,7 +260,8 @@ class VideoClipDataset(Dataset):
 
     def _flag(self, video: int, error: VideoReadError) -> None:
         if not self._bad_flags[video]:
-            log.warning("bad video skipped and replaced: %s (%s)", error.path, error.reason)
+            log.warning("bad video %s: %s (%s)", "skipped and replaced" if self.train else "left out",
+                        error.path, error.reason)
         self._bad_flags[video] = 1 + BAD_KINDS.index(error.kind)
         self._reasons[video] = error.reason
         if self.bad_count > self.max_bad_fraction * len(self.manifest.samples):
@@ -263,9 +272,12 @@ class VideoClipDataset(Dataset):
     def _bad_message(self, what: str) -> str:
         listed = [f"  {path}: {reason}" for path, reason in list(self.bad_videos.items())[:20]]
         more = f"\n  ... and {self.bad_count - len(listed)} more" if self.bad_count > len(listed) else ""
-        return (f"{self.manifest.source}: {what}:\n" + "\n".join(listed) + more +
-                f"\nRun `python -m tsf data check {self.manifest.source} --write-clean clean.csv` and train on "
-                f"clean.csv, or raise max_bad_fraction (--max-bad-fraction) if these losses are acceptable")
+        source = Path(str(self.manifest.source))
+        clean = source.with_name(f"{source.stem}.clean{source.suffix or '.csv'}")
+        return (f"{source}: {what}:\n" + "\n".join(listed) + more +
+                f"\nRun `python -m tsf data check {source} --write-clean {clean}` to list the good rows and use that "
+                f"file in place of {source.name} (keep the original), or raise max_bad_fraction "
+                f"(--max-bad-fraction) if these losses are acceptable")
 
 
 def usable_frames(video: VideoReader, sample: VideoSample, num_frames: int) -> tuple[int, int]:

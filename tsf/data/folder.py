@@ -8,6 +8,7 @@ from typing import Optional, Union
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ..errors import DataError
 from ..runtime import PathLike
 from .config import VideoDataConfig
 from .dataset import VideoClipDataset
@@ -69,28 +70,35 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
 
 
 def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Union[int, str], spatial_crops: int,
-                  sampling_rate: float, sampling: str, target_fps: Optional[float]) -> Dataset:
+                  sampling_rate: float, sampling: str, target_fps: Optional[float],
+                  max_bad_fraction: float = 0.05) -> Dataset:
     """The evaluation views of ``root/<split>.csv`` at the model's frames and crop size; the
-    folder's classes must be the model's (by name when the model has names, else by count)."""
+    folder's classes must be the model's (by name when the model has names, and by count).
+
+    Raises:
+        DataError: the folder lacks the split or classes.txt, or its classes are not the model's.
+    """
     csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
     for path in (csv_path, classes_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
+            raise DataError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
                                     f"(written by `python -m tsf data synth` / `tsf data manifest`)")
     classes = list(load_classes(classes_path))
     config = model.config
     if config.class_names is not None and list(config.class_names) != classes:
         differ = [f"{i}: model {m!r} vs data {d!r}" for i, (m, d) in enumerate(zip(config.class_names, classes)) if m != d]
-        raise ValueError(
+        raise DataError(
             f"the model's {len(config.class_names)} classes are not {classes_path}'s {len(classes)}"
             + (f" (first differences: {'; '.join(differ[:3])})" if differ else "")
             + "; evaluate on data with the model's label set, or fine-tune it on this one (tsf train --init)"
         )
-    if config.num_classes < len(classes):
-        raise ValueError(f"{classes_path} lists {len(classes)} classes but the model predicts {config.num_classes}; "
-                         f"fine-tune it on this label set first (tsf train --init CKPT --data {root})")
+    if config.num_classes != len(classes):
+        raise DataError(f"{classes_path} lists {len(classes)} classes but the model predicts {config.num_classes}: "
+                        f"its scores would be meaningless; evaluate on data with the model's label set, or "
+                        f"fine-tune it on this one first (tsf train --init CKPT --data {root})")
     return VideoClipDataset(
         read_manifest(csv_path, classes=classes), num_frames=config.num_frames,
         sampling_rate=sampling_rate, sampling=sampling, train=False, crop_size=config.img_size,
         num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops, target_fps=target_fps,
+        max_bad_fraction=max_bad_fraction,
     )

@@ -18,10 +18,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
+
+from ..errors import DataError
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv", ".3gp")
@@ -31,7 +34,7 @@ FRAME_LIST_HEADER = "original_vido_id"  # sic: the official frame lists spell it
 CSV_COLUMNS = ("path", "label", "start", "end")
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A manifest that cannot be read as written; the message names the file, the line and the fix."""
 
 
@@ -192,6 +195,9 @@ def read_manifest(path: PathLike, classes: Optional[Sequence[str]] = None, error
     if cells[:2] == ["label", "youtube_id"]:
         raise ManifestError(f"{source}:1: this is the Kinetics annotation file (label,youtube_id,...), not a list of "
                             f"downloaded videos; write `path label_id` lines or a `path,label` CSV for your files")
+    if len(cells) >= 2 and all(re.fullmatch(r"[a-z_][a-z0-9_ ]*", c) for c in cells):  # names, not a video and its id
+        raise ManifestError(f"{source}:1: a header with the columns {','.join(cells)}; tsf reads CSVs whose header is "
+                            f"path,label[,start,end]: rename the columns (e.g. {cells[0]} -> path, {cells[1]} -> label)")
     return _read_kinetics(source, classes, collect)
 
 

@@ -22,12 +22,14 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import DataError
+
 PathLike = Union[str, os.PathLike]
 READERS = ("auto", "decord", "pyav")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class VideoReadError(Exception):
+class VideoReadError(DataError):
     """A video that cannot give the frames asked of it.
 
     Args:
@@ -194,6 +196,7 @@ class PyAVReader(VideoReader):
             context = self._stream.codec_context
             rate = self._stream.average_rate or self._stream.guessed_rate
             self.info = VideoInfo(len(self._pts), float(rate) if rate else None, context.width, context.height)
+            self._check_complete()
         except av.error.FFmpegError as error:
             self.close()
             raise VideoReadError(self.path, "unreadable", f"its packets cannot be read ({_short_message(error)})") from error
@@ -217,6 +220,18 @@ class PyAVReader(VideoReader):
         self._pts = np.asarray(timestamps, dtype=np.int64)[order]
         self._keyframe = np.asarray(keyframes, dtype=bool)[order]
         self._sequential = missing_pts or len(np.unique(self._pts)) != len(self._pts)
+
+    def _check_complete(self) -> None:
+        """A file cut short (an interrupted copy or download) whose index, at the front (``faststart``
+        mp4), still lists every frame: demuxing finds fewer packets than the index declares. A few
+        frames fewer can be edit-list trimming, not damage."""
+        declared, found = self._stream.frames, len(self._pts)
+        if declared and declared - found > max(2, declared // 100):
+            fps = self.info.fps or 0.0
+            seconds = f" ({found / fps:.1f} s of {declared / fps:.1f} s)" if fps else ""
+            raise VideoReadError(self.path, "unreadable",
+                                 f"truncated: its index lists {declared} frames but the file holds {found}{seconds}; "
+                                 f"copy or download it again")
 
     def frame_times(self) -> np.ndarray:
         if self._sequential:

@@ -9,10 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..outputs import atomic_path, atomic_write_text, refuse_to_overwrite
 from .manifest import CSV_COLUMNS, ManifestError, PathLike, VideoSample, read_manifest
 
 
-def write_split_manifests(root: PathLike, out_dir: PathLike, val_fraction: float = 0.2, seed: int = 0) -> dict[str, Path]:
+def write_split_manifests(root: PathLike, out_dir: PathLike, val_fraction: float = 0.2, seed: int = 0,
+                          overwrite: bool = False) -> dict[str, Path]:
     """Stratified train/val CSVs and ``classes.txt`` for a folder-per-class tree.
 
     Each class's videos are shuffled with ``seed`` and ``round(n * val_fraction)`` of them (at
@@ -23,6 +25,8 @@ def write_split_manifests(root: PathLike, out_dir: PathLike, val_fraction: float
         out_dir: where ``train.csv``, ``val.csv`` and ``classes.txt`` are written.
         val_fraction: share of each class held out, in ``[0, 1)``.
         seed: shuffling seed.
+        overwrite: replace ``train.csv``, ``val.csv`` and ``classes.txt`` in ``out_dir`` when they exist
+            (otherwise ``OutputExistsError``).
 
     Returns:
         ``{"train": path, "val": path, "classes": path}``.
@@ -33,6 +37,7 @@ def write_split_manifests(root: PathLike, out_dir: PathLike, val_fraction: float
     if manifest.format != "folders":
         raise ManifestError(f"{root} is not a folder-per-class tree (ROOT/<class>/<video>)")
     out = Path(out_dir)
+    refuse_to_overwrite([out / name for name in ("train.csv", "val.csv", "classes.txt")], overwrite, "manifests")
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[VideoSample]] = defaultdict(list)
@@ -52,7 +57,7 @@ def write_split_manifests(root: PathLike, out_dir: PathLike, val_fraction: float
         written[split] = out / f"{split}.csv"
         write_csv(written[split], samples, manifest.classes)
     written["classes"] = out / "classes.txt"
-    written["classes"].write_text("".join(f"{name}\n" for name in manifest.classes), encoding="utf-8")
+    atomic_write_text(written["classes"], "".join(f"{name}\n" for name in manifest.classes))
     return written
 
 
@@ -67,7 +72,7 @@ def write_csv(path: PathLike, samples: Sequence[VideoSample], classes: Sequence[
     path = Path(path)
     folder = Path(os.path.abspath(path.parent))
     timed = any(s.start is not None or s.end is not None for s in samples)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_COLUMNS if timed else CSV_COLUMNS[:2])
         for s in samples:

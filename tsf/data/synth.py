@@ -47,6 +47,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..errors import OutputExistsError
+
 PathLike = Union[str, os.PathLike]
 TASKS: dict[str, tuple[str, ...]] = {
     "appearance": ("red", "green", "blue", "yellow"),
@@ -62,7 +64,7 @@ DEFAULTS = {"videos_per_class": 80, "frames": 8, "size": 32, "seed": 0, "val_fra
 NUM_DOTS = 20  # dots per frame of the ``dots`` task (3 px each at 32 px: ~18% of the frame)
 FPS = 8
 CRF = 4
-MARKER = "synth.json"  # written last: its presence means the folder is complete
+MARKER = "synth.json"  # written first as {"complete": false}, last with the parameters: tsf made this folder
 
 
 def default_root() -> Path:
@@ -149,10 +151,10 @@ def write_video(path: PathLike, frames: np.ndarray, fps: int = FPS, crf: int = C
 
 def generate(task: str, out_dir: Optional[PathLike] = None, videos_per_class: int = DEFAULTS["videos_per_class"],
              frames: int = DEFAULTS["frames"], size: int = DEFAULTS["size"], seed: int = DEFAULTS["seed"],
-             val_fraction: float = DEFAULTS["val_fraction"]) -> Path:
+             val_fraction: float = DEFAULTS["val_fraction"], overwrite: bool = False) -> Path:
     """Write a synthetic task: ``train/<class>/*.mp4``, ``val/<class>/*.mp4``, ``train.csv``,
     ``val.csv`` (``path,label``, labels by name, paths relative to the folder), ``classes.txt``,
-    and last ``synth.json`` with the parameters. The ``train``/``val`` folders are replaced.
+    and last ``synth.json`` with the parameters.
 
     Args:
         task: ``"appearance"``, ``"motion"`` or ``"dots"``.
@@ -162,9 +164,14 @@ def generate(task: str, out_dir: Optional[PathLike] = None, videos_per_class: in
         size: side of the square frames, even, at least 16.
         seed: the same seed writes the same videos.
         val_fraction: share of each class written to val.
+        overwrite: replace what the folder holds (its ``train``/``val`` folders, CSVs and class
+            list); otherwise a folder that is not empty is refused.
 
     Returns:
         The folder.
+
+    Raises:
+        OutputExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r}: use one of {', '.join(TASKS)}")
@@ -176,8 +183,12 @@ def generate(task: str, out_dir: Optional[PathLike] = None, videos_per_class: in
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction}: use a fraction in (0, 1)")
     out = Path(out_dir) if out_dir is not None else default_root() / task
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out} is not empty ({', '.join(sorted(p.name for p in out.iterdir())[:6])}); "
+                                f"nothing was written. Choose another --out, or pass --overwrite to replace its "
+                                f"train/, val/, train.csv, val.csv and classes.txt")
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).unlink(missing_ok=True)
+    (out / MARKER).write_text(json.dumps({"task": task, "complete": False}) + "\n", encoding="utf-8")
     classes = TASKS[task]
     num_val = min(max(1, round(videos_per_class * val_fraction)), videos_per_class - 1)
     rows: dict[str, list[str]] = {"train": [], "val": []}
@@ -203,7 +214,8 @@ def generate(task: str, out_dir: Optional[PathLike] = None, videos_per_class: in
 
 def ensure_synthetic(task: str, root: Optional[PathLike] = None, **parameters) -> Path:
     """The synthetic task's folder, generated only if it is absent, incomplete (an interrupted
-    generation leaves no ``synth.json``) or made with other parameters or classes.
+    generation leaves ``synth.json`` saying so) or made with other parameters or classes. A
+    folder without ``synth.json`` is not tsf's and is never replaced (``OutputExistsError``).
 
     Args:
         task: ``"appearance"``, ``"motion"`` or ``"dots"``.
@@ -220,10 +232,11 @@ def ensure_synthetic(task: str, root: Optional[PathLike] = None, **parameters) -
     out = Path(root if root is not None else default_root()) / task
     wanted = {**DEFAULTS, **parameters}
     marker = out / MARKER
-    if marker.is_file():
-        written = json.loads(marker.read_text(encoding="utf-8"))
-        # the classes too: a folder written by an older version of the task is regenerated
-        same_task = written.get("task") == task and written.get("classes") == list(TASKS[task])
-        if same_task and all(written.get(k) == v for k, v in wanted.items()):
-            return out
-    return generate(task, out, **wanted)
+    if not marker.is_file():  # absent, or a folder tsf did not make: generate refuses to replace that
+        return generate(task, out, **wanted)
+    written = json.loads(marker.read_text(encoding="utf-8"))
+    # the classes too: a folder written by an older version of the task is regenerated
+    same_task = written.get("task") == task and written.get("classes") == list(TASKS[task])
+    if same_task and all(written.get(k) == v for k, v in wanted.items()):
+        return out
+    return generate(task, out, **wanted, overwrite=True)  # tsf's own data (its marker says so), regenerable

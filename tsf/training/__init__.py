@@ -1,5 +1,6 @@
 """Training: the settings (``config``), the loop (``trainer``), what it reports to (``callbacks``),
-the optimiser and schedule (``optim``), and what makes a resume exact (``checkpoint``).
+the optimiser and schedule (``optim``), what makes a resume exact (``checkpoint``), and stopping
+cleanly on a signal (``signals``).
 
     from tsf.training import Trainer, TrainConfig, LivePlot
 
@@ -14,11 +15,15 @@ _EXPORTS = {
     "TrainConfig": "config",
     "Trainer": "trainer",
     "NonFiniteLossError": "trainer",
+    "TrainingInterrupted": "signals",
+    "INTERRUPTED_EXIT_CODE": "signals",
+    "stop_on_signals": "signals",
     "Callback": "callbacks",
     "Checkpointer": "callbacks",
     "LivePlot": "callbacks",
     "MetricsLogger": "callbacks",
     "ProgressBar": "callbacks",
+    "TensorBoard": "callbacks",
     "default_callbacks": "callbacks",
     "LRSchedule": "optim",
     "build_optimizer": "optim",

@@ -1,5 +1,5 @@
 """Callbacks: everything the training loop reports to (progress bar, ``metrics.jsonl`` and
-``summary.json``, checkpoints, live curves). Add your own by subclassing ``Callback``."""
+``summary.json``, checkpoints, TensorBoard, live curves). Add your own by subclassing ``Callback``."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Optional
 from ..runtime import PathLike
 from .checkpoint import BEST, LAST, METRICS, SUMMARY, atomic_copy
 from .config import TrainConfig
+from .signals import TrainingInterrupted
 
 if TYPE_CHECKING:  # the trainer imports the callbacks; they need it for type hints only
     from .trainer import Trainer
@@ -29,6 +30,9 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, record: dict) -> None: ...
 
     def on_train_end(self, trainer: Trainer, summary: dict) -> None: ...
+
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """A stop signal: the run ends after this step (``on_error`` follows with ``TrainingInterrupted``)."""
 
     def on_error(self, trainer: Trainer, error: BaseException) -> None: ...
 
@@ -72,7 +76,8 @@ class ProgressBar(Callback):
 
 
 class MetricsLogger(Callback):
-    """``metrics.jsonl`` (one JSON object per line: ``kind`` = start, train, epoch, resume or error)
+    """``metrics.jsonl`` (one JSON object per line: ``kind`` = start, train, epoch, resume,
+    interrupted (a stop signal; ``signal`` and ``checkpoint`` say which and where) or error)
     and ``summary.json`` at the end, in the run folder (rank 0).
 
     On resume, lines logged after the checkpoint's step (by the run that was killed) are dropped,
@@ -127,13 +132,16 @@ class MetricsLogger(Callback):
             os.replace(tmp, self.summary_path)
 
     def on_error(self, trainer, error):
-        if trainer.is_main:
+        if trainer.is_main and isinstance(error, TrainingInterrupted):
+            self.write({"kind": "interrupted", "step": error.step, "epoch": error.epoch, "signal": error.signal_name,
+                        "checkpoint": error.checkpoint, "time": time.time()})
+        elif trainer.is_main:
             self.write({"kind": "error", "step": trainer.step, "epoch": trainer.epoch, "error": str(error), "time": time.time()})
 
 
 class Checkpointer(Callback):
-    """``last.pt`` every ``every`` steps and at each epoch end, ``best.pt`` when validation top-1
-    improves (a tie: when the loss falls); atomic writes, so a kill never leaves a torn file.
+    """``last.pt`` every ``every`` steps, at each epoch end and on a stop signal, ``best.pt`` when
+    validation top-1 improves (a tie: when the loss falls); atomic writes, so a kill never leaves a torn file.
     Every process must run it (the RNG states of all ranks are gathered into the file); rank 0 writes."""
 
     def __init__(self, run_dir: PathLike, every: int):
@@ -149,6 +157,63 @@ class Checkpointer(Callback):
         trainer.save_checkpoint(self.run_dir / LAST)
         if record.get("is_best") and trainer.is_main:
             atomic_copy(self.run_dir / LAST, self.run_dir / BEST)
+
+    def on_interrupt(self, trainer):
+        if trainer.checkpoint_here() != self.run_dir / LAST:  # not written at this step already
+            trainer.save_checkpoint(self.run_dir / LAST)
+
+
+class TensorBoard(Callback):
+    """TensorBoard event files in the run folder, beside ``metrics.jsonl`` (rank 0): every number
+    of the train lines (``train/loss``, ``lr``, ``top1``, ``clips_per_s``, ``data_wait``,
+    ``bad_videos``, ``grad_norm``) and of the epoch lines (``val/loss``, ``top1``, ``top5``,
+    ``mean_class_accuracy``; ``epoch/train_loss``...) against the optimiser step. A resumed run
+    writes a new event file that hides what the run it continues logged after its checkpoint
+    (TensorBoard's ``purge_step``), so each step shows once. Watch with ``tensorboard --logdir runs/``.
+
+    Args:
+        log_dir: the folder of the event files (the run folder).
+    """
+
+    def __init__(self, log_dir: PathLike):
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def on_train_start(self, trainer):
+        if not trainer.is_main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ImportError("tensorboard=True needs the tensorboard package: pip install tensorboard") from error
+        # steps after the resumed checkpoint (or, in a fresh run, an earlier attempt's) are hidden
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=trainer.step + 1, flush_secs=30)
+
+    def _add(self, record: dict, tag) -> None:
+        for key, value in record.items():
+            if key not in ("step", "epoch", "time", "elapsed_s") and isinstance(value, (int, float)) \
+                    and not isinstance(value, bool):
+                self.writer.add_scalar(tag(key), value, global_step=record["step"])
+
+    def on_log(self, trainer, record):
+        if self.writer is not None:
+            self._add(record, lambda key: f"train/{key}")
+
+    def on_epoch_end(self, trainer, record):
+        if self.writer is not None:
+            self._add(record, lambda key: f"val/{key[4:]}" if key.startswith("val_") else f"epoch/{key}")
+            self.writer.flush()
+
+    def on_train_end(self, trainer, summary):
+        self._close()
+
+    def on_error(self, trainer, error):
+        self._close()
+
+    def _close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 class LivePlot(Callback):
@@ -186,17 +251,20 @@ class LivePlot(Callback):
         if self.figure is None:
             self.figure, _ = plt.subplots(1, 2, figsize=(10, 3.2))
             plt.close(self.figure)  # shown through the display handle only, not again by the backend
+        from matplotlib.ticker import MaxNLocator
+
         loss_ax, acc_ax = self.figure.axes
-        # legends in the corner the curves leave free: loss falls from the top left, accuracy rises to the top right
-        for ax, column, title, corner in ((loss_ax, 1, "loss", "upper right"), (acc_ax, 2, "top-1", "lower right")):
+        for ax, column, title in ((loss_ax, 1, "loss"), (acc_ax, 2, "top-1")):
             ax.clear()
             for points, label in ((self.train, "train"), (self.val, "val")):
-                if points:
-                    ax.plot([p[0] for p in points], [p[column] for p in points], marker="o" if label == "val" else ".",
-                            label=label)
+                if points:  # a series of one point (a short run logs one train point, at the end) gets a big marker
+                    ax.plot([p[0] for p in points], [p[column] for p in points], label=label,
+                            marker="o" if label == "val" or len(points) == 1 else ".")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, never 2.25
             ax.set_xlabel("step")
             ax.set_title(title)
-            ax.legend(loc=corner)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="best")  # where it covers no point (a corner hid the last train point)
         acc_ax.set_ylim(0, 1.02)
         self.figure.tight_layout()
         try:
@@ -213,8 +281,11 @@ class LivePlot(Callback):
 
 
 def default_callbacks(config: TrainConfig, run_dir: Optional[PathLike]) -> list[Callback]:
-    """Progress bar (when ``config.progress``), and with a run folder: metrics logging and checkpoints."""
+    """Progress bar (when ``config.progress``), and with a run folder: metrics logging, checkpoints
+    and (when ``config.tensorboard``) TensorBoard event files."""
     callbacks: list[Callback] = [ProgressBar()] if config.progress else []
     if run_dir is not None:
         callbacks += [MetricsLogger(run_dir), Checkpointer(run_dir, config.checkpoint_every)]
+        if config.tensorboard:
+            callbacks.append(TensorBoard(run_dir))
     return callbacks

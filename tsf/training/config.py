@@ -57,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = option(500, "write last.pt every this many optimiser steps (and at each epoch end); 0: epoch ends only")
     val_every: int = option(1, "validate (and maybe write best.pt) every this many epochs, and after the last")
     progress: bool = option(True, "show a progress bar (rank 0)")
+    tensorboard: bool = option(False, "write TensorBoard event files into the run folder (rank 0; watch with tensorboard --logdir runs/)")
 
     def __post_init__(self):
         self.betas = tuple(float(b) for b in self.betas)

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import runtime
 from ..data import normalize
+from ..errors import TsfError
 from ..evaluate import evaluate_dataset
 from ..runtime import PathLike
 from ..weights import atomic_save, load_checkpoint_file, model_checkpoint
@@ -49,9 +50,10 @@ from .checkpoint import (BEST, LAST, ShardedShuffleSampler, capture_rng_state, r
                          world_size_changed)
 from .config import TrainConfig
 from .optim import build_optimizer, build_scheduler
+from .signals import TrainingInterrupted, received_signal, stop_on_signals, stop_requested
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TsfError, RuntimeError):
     """The loss became NaN or infinite; the weights were not updated with it."""
 
 
@@ -94,7 +96,7 @@ class Trainer:
         # from here on: the global batch and lr this world size executes (config.for_world)
         self.config = config = config.for_world(self.dist.world_size)
         self.device = self.dist.device
-        self.precision = runtime.resolve_precision(config.precision, self.device)
+        self.precision = runtime.resolve_precision(config.precision, self.device, purpose="training")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_info = dict(run_info or {})
         self.callbacks = list(default_callbacks(config, run_dir) if callbacks is None else callbacks)
@@ -148,6 +150,8 @@ class Trainer:
         self.best_epoch: Optional[int] = None
         self.elapsed_s = 0.0  # training time over all sessions of this run
         self.last_record: dict = {}
+        self._stop_agreed = False  # a process received a stop signal (all-reduced with the step's metrics)
+        self._saved: tuple = ()  # (path, position) of the last save_checkpoint
 
     # -- public helpers ------------------------------------------------------------------------
     @property
@@ -157,6 +161,11 @@ class Trainer:
     @property
     def global_batch(self) -> int:
         return self.clips_per_step * self.dist.world_size
+
+    @property
+    def finished(self) -> bool:
+        """Every step taken and the last epoch closed (a stop can leave it open: steps done, not validated)."""
+        return self.step >= self.total_steps and self.step_in_epoch == 0
 
     def add_callback(self, callback: Callback) -> None:
         self.callbacks.append(callback)
@@ -209,6 +218,14 @@ class Trainer:
         checkpoint = self.state_dict()
         if self.is_main:
             atomic_save(checkpoint, path)
+        self._saved = (Path(path), (self.step, self.epoch, self.step_in_epoch))
+
+    def checkpoint_here(self) -> Optional[Path]:
+        """The file ``save_checkpoint`` wrote at this very point of the run (step, epoch, position in
+        it), or None: what a stop keeps without writing it again."""
+        if self._saved and self._saved[1] == (self.step, self.epoch, self.step_in_epoch):
+            return self._saved[0]
+        return None
 
     def load_state_dict(self, checkpoint: dict) -> None:
         """Continue from a training checkpoint of this run (same model, config and data)."""
@@ -238,19 +255,36 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``total_steps``; returns the summary (also written to ``summary.json``).
 
+        SIGTERM, SIGINT and SIGUSR1 stop it after a whole optimiser step, the same one on every
+        process (``tsf.training.signals``); ``on_interrupt`` (``Checkpointer``: ``last.pt``) runs first.
+
         Raises:
             NonFiniteLossError: the loss became NaN/inf; nothing after the last checkpoint is kept.
+            TrainingInterrupted: a stop signal; resuming from its checkpoint continues the run exactly.
         """
-        self._emit("on_train_start")
-        try:
-            while self.step < self.total_steps:
-                self._run_epoch()
-        except BaseException as error:
-            self._emit("on_error", error)
-            raise
-        summary = self.summary()
-        self._emit("on_train_end", summary)
+        with stop_on_signals():
+            self._emit("on_train_start")
+            try:
+                while not self.finished:
+                    self._run_epoch()
+            except BaseException as error:
+                self._emit("on_error", error)
+                raise
+            summary = self.summary()
+            self._emit("on_train_end", summary)
         return summary
+
+    def _stop_if_requested(self, agreed: Optional[bool] = None) -> None:
+        """Between steps: end the run when any process received a stop signal. ``agreed``: the
+        ranks' verdict when it is known (from the step's all-reduce); else it is asked (collective)."""
+        if agreed is None:
+            flag = torch.tensor([float(stop_requested())], dtype=torch.float64, device=self.device)
+            agreed = runtime.all_reduce_sum(flag).item() > 0
+        if agreed:
+            self._emit("on_interrupt")  # Checkpointer: last.pt, on every process (collective)
+            checkpoint = self.checkpoint_here()
+            raise TrainingInterrupted(received_signal() or "another process's signal", self.step, self.epoch,
+                                      str(checkpoint) if checkpoint is not None else None)
 
     def _loader(self, start: int) -> DataLoader:
         self.sampler.set_epoch(self.epoch, start)
@@ -263,7 +297,7 @@ class Trainer:
             # worker seeds come from this generator rather than from the global RNG, which a new
             # iterator would otherwise advance (and so differ between a resumed and a straight run)
             generator=torch.Generator().manual_seed(self.config.seed + self.epoch),
-            prefetch_factor=4 if workers else None,
+            prefetch_factor=4 if workers else None, worker_init_fn=runtime.ignore_stop_signals,
         )
 
     def prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -288,6 +322,8 @@ class Trainer:
                 self._emit("on_log", self.last_record)
                 window = _Window()
             self._emit("on_step_end")
+            self._stop_if_requested(self._stop_agreed)
+        self._stop_if_requested()  # a signal since the last step's all-reduce: stop before validating
         finished = self.epoch
         record = {"kind": "epoch", "epoch": finished, "step": self.step}
         if epoch_totals.steps:  # none when a resumed run restarts right at an epoch's end
@@ -308,6 +344,7 @@ class Trainer:
         record["time"] = time.time()
         self._emit("on_epoch_end", record)
         self.last_record = record
+        self._stop_if_requested()  # a signal during validation: last.pt was just written
 
     def _train_step(self, batches: Iterator[dict]) -> tuple[torch.Tensor, float, float, float, Optional[float]]:
         """One optimiser step over ``grad_accum_steps`` micro-batches.
@@ -319,7 +356,7 @@ class Trainer:
         cfg = self.config
         started = time.perf_counter()
         wait = 0.0
-        stats = torch.zeros(4, dtype=torch.float64, device=self.device)
+        stats = torch.zeros(5, dtype=torch.float64, device=self.device)  # + [4]: processes asked to stop
         for micro in range(cfg.grad_accum_steps):
             fetch = time.perf_counter()
             batch = next(batches)
@@ -338,7 +375,9 @@ class Trainer:
                 stats[1] += (logits.argmax(-1) == label).sum()
                 stats[2] += label.numel()
                 stats[3] += _bad_videos(batch)
+        stats[4] = float(stop_requested())
         runtime.all_reduce_sum(stats)
+        self._stop_agreed = bool(stats[4] > 0)
         loss_value = (stats[0] / stats[2]).item()
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -362,7 +401,7 @@ class Trainer:
         self.step_in_epoch += 1
         took = time.perf_counter() - started
         self.elapsed_s += took
-        return stats.cpu(), wait, took, lr, grad_norm
+        return stats[:4].cpu(), wait, took, lr, grad_norm
 
     @torch.no_grad()
     def validate(self):
