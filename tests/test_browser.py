@@ -91,6 +91,9 @@ class Lab:
 
     def shot(self, name: str, element=None) -> Path:
         path = self.shots / f"{name}.png"
+        if element is not None:  # cells off screen are laid out when scrolled to (content-visibility): let them settle
+            element.scroll_into_view_if_needed()
+            self.page.wait_for_timeout(500)
         (element or self.page).screenshot(path=str(path))
         return path
 
@@ -111,7 +114,7 @@ class Lab:
         return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
 
     def cell(self, notebook: Path, marker: str):
-        """The cell of ``notebook`` whose source contains ``marker`` (found in the file, so never by its text)."""
+        """The cell of ``notebook`` whose source contains ``marker`` (its index, read from the file)."""
         cells = json.loads(notebook.read_text())["cells"]
         index = next(i for i, cell in enumerate(cells) if marker in "".join(cell["source"]))
         return self.panel().locator(".jp-Notebook .jp-Cell").nth(index)
@@ -154,8 +157,12 @@ class Lab:
             self.api(f"/api/sessions/{session['id']}", method="DELETE")
 
     def text_defects(self) -> list[str]:
+        """Widgets drawn as text, figures as ``<Figure size ...>`` text (no image formatter), broken images."""
         text = self.panel().locator(".jp-OutputArea").all_inner_texts()
-        return [defect for defect in WIDGET_TEXT_DEFECTS if any(defect in t for t in text)]
+        defects = [defect for defect in (*WIDGET_TEXT_DEFECTS, "<Figure size") if any(defect in t for t in text)]
+        broken = self.panel().locator(".jp-OutputArea img").evaluate_all(
+            "images => images.filter(i => i.complete && i.naturalWidth === 0).length")
+        return defects + ([f"{broken} broken image(s)"] if broken else [])
 
 
 def errors_in(saved: dict) -> list[str]:
@@ -245,6 +252,7 @@ def test_00_quickstart_runs_top_to_bottom(lab, tmp_path):
     seconds = lab.run_all()
     saved = lab.save(notebook)
     lab.shot("00_quickstart_end")
+    lab.shot("00_video_frames", lab.cell(notebook, "00_video_frames.png"))
     lab.shot("00_prediction", lab.cell(notebook, "00_prediction.png"))
     lab.shut_down_kernels()
     assert not errors_in(saved), errors_in(saved)
@@ -307,6 +315,8 @@ def test_04_explorer_is_live(lab, trained):
     saved = lab.save(notebook)
     assert not errors_in(saved), errors_in(saved)
     lab.shot("04_end")
+    for marker in ("04_space_blocks.png", "04_time_start_patch.png", "04_patch_rollout.png"):  # a figure each
+        lab.shot(marker[:-4], lab.cell(notebook, marker).locator(".jp-OutputArea-output img").first)
     explorer = lab.cell(notebook, "viz.attention_explorer(").locator(".jp-OutputArea-output").last
     explorer.locator("img.widget-image").wait_for(timeout=60_000)
     explorer.scroll_into_view_if_needed()

@@ -68,7 +68,9 @@ def test_the_lean_path_executes_fewer_flops_than_the_architecture_and_the_refere
         with model.lean_path(False), model.explicit_attention():
             reference = executed_flops(lambda: model(clip))
     assert reference == architecture
-    assert 0.5 * architecture < lean < architecture  # folded projection, class-token-only last block
+    # folded projection, class-token-only last block: micro has 2 blocks, so the last one's skipped
+    # work is nearly half of the model (space-only: 49.6%); more than that would skip real work
+    assert 0.45 * architecture < lean < architecture
 
 
 # -- memory estimates -------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def test_onnx_metadata_carries_classes_normalisation_and_layout(model, onnx_file
 def test_onnx_with_numpy_only_as_the_readme_shows(onnx_file):
     """The README's example: uint8 frames -> normalised clip -> class name, with numpy and onnxruntime alone."""
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items() if k != "input"}
+    meta = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     frames = np.random.default_rng(0).integers(0, 256, (meta["num_frames"], 32, 32, 3), dtype=np.uint8)  # (T, H, W, RGB)
     clip = (frames / 255.0 - np.array(meta["mean"])) / np.array(meta["std"])
     clip = clip.transpose(3, 0, 1, 2)[None].astype(np.float32)  # (1, 3, T, H, W)
@@ -108,7 +108,8 @@ def test_export_command(model, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "max |logits - tsf|" in printed and out.is_file()
     assert main(["export", str(checkpoint), "--out", str(out)]) == 2
-    assert "tsf export:" in capsys.readouterr().err and "--overwrite" in capsys.readouterr().err + "--overwrite"
+    err = capsys.readouterr().err
+    assert err.startswith("tsf export: ") and "--overwrite" in err and len(err.strip().splitlines()) == 1
     pt2 = tmp_path / "tiny16.pt2"
     assert main(["export", str(checkpoint), "--format", "exported-program", "--out", str(pt2), "--frames", "16"]) == 0
     program, meta = load_program(pt2)

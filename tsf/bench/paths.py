@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -162,7 +163,12 @@ def _onnx_rows(model: TimeSformer, settings: BenchSettings, folder: Path) -> lis
         start = time.perf_counter()
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(path), str(folder / "model_int8.onnx"), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level, root.level = root.level, logging.ERROR  # its advice to pre-process the model is for other models
+        try:
+            quantize_dynamic(str(path), str(folder / "model_int8.onnx"), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         session8 = onnx_session(folder / "model_int8.onnx", settings.threads or torch.get_num_threads())
         rows.append(InferencePath("onnxruntime_int8", "onnxruntime", "int8", _ort(session8), layout="numpy",
                                   baseline="hf_int8", setup_s=time.perf_counter() - start,

@@ -10,7 +10,8 @@ FIDELITY_BOUNDS = {"fp32": 1e-4, "bf16": 0.03, "fp16": 0.03, "int8": 0.08}
 HOW = {
     "tsf_fp32": "--precision fp32 (no change to the model)",
     "tsf_bf16": "--precision bf16, or auto where the CPU has bf16 units (torch.autocast('cpu', torch.bfloat16) in Python)",
-    "tsf_int8": "tsf.quantize.quantize(model, calibration=clips) (static int8; a few of your own clips calibrate it)",
+    "tsf_int8": ("tsf.quantize.quantize(model, calibration=clips) (static int8: calibrate on clips like those it will "
+                 "see; quantize(model), dynamic, needs none)"),
     "tsf_int8_dynamic": "tsf.quantize.quantize(model) (dynamic int8, no calibration)",
     "onnxruntime_fp32": "python -m tsf export CKPT --format onnx, then onnxruntime (no PyTorch needed)",
     "onnxruntime_int8": "the ONNX export through onnxruntime.quantization.quantize_dynamic",

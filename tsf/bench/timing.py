@@ -26,8 +26,9 @@ def summary(times: list[float]) -> dict:
 
 def measure_peak(device: torch.device, repeats: int = 3) -> dict:
     """The matmul peak the FLOP/s are compared with: measured fp32 on CPU (square 2048, and the
-    base model's MLP shape at batch 1); documented dense bf16 on CUDA (a measured bf16 matmul is
-    recorded beside it).
+    base model's MLP shape at batch 1, through ``torch.matmul`` and through oneDNN with reordered
+    weights, as tsf's inference path runs it), with the bf16 and int8 rates beside it; documented
+    dense bf16 on CUDA (a measured bf16 matmul is recorded beside it).
 
     Args:
         device: where to measure.
@@ -44,6 +45,10 @@ def measure_peak(device: torch.device, repeats: int = 3) -> dict:
         times = [timed(lambda: a @ b, device) for _ in range(repeats)]
         measured[f"{m}x{k}x{n}"] = {"times_s": [round(t, 6) for t in times], "flops_per_s": 2 * m * k * n / min(times)}
         del a, b
+    if device.type == "cpu":  # the same MLP product on oneDNN with reordered weights, as tsf's inference path runs it
+        onednn = _onednn_fp32_rate(repeats)
+        if onednn:
+            measured["1569x768x3072 onednn"] = onednn
     best = max(v["flops_per_s"] for v in measured.values())
     out = {"dtype": str(dtype).replace("torch.", ""), "measured": measured, "measured_best_flops_per_s": best}
     if device.type == "cuda":
@@ -56,6 +61,20 @@ def measure_peak(device: torch.device, repeats: int = 3) -> dict:
         out["kind"] = "measured fp32 matmul, best of the shapes above (min time of each)"
         out["unit_peaks_flops_per_s"] = _cpu_unit_peaks(repeats)
     return out
+
+
+def _onednn_fp32_rate(repeats: int) -> dict | None:
+    m, k, n = 1569, 768, 3072
+    generator = torch.Generator().manual_seed(0)
+    a, w = torch.randn(m, k, generator=generator), torch.randn(n, k, generator=generator)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w)
+        run = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")  # noqa: E731
+        run()
+    except (AttributeError, RuntimeError):
+        return None
+    times = [timed(run, torch.device("cpu")) for _ in range(repeats)]
+    return {"times_s": [round(t, 6) for t in times], "flops_per_s": 2 * m * k * n / min(times)}
 
 
 def _cpu_unit_peaks(repeats: int) -> dict:

@@ -39,7 +39,9 @@ def add_device_flags(parser, default: Optional[str] = "auto") -> None:
     shown = f" (default {default})" if default else " (default auto)"
     parser.add_argument("--device", default=default, help=f"auto (CUDA when available, else CPU), cpu, cuda or cuda:N{shown}")
     parser.add_argument("--precision", default=default,
-                        help=f"auto (bf16 autocast on CUDA, fp16 on GPUs without bf16, fp32 on CPU), fp32, bf16 or fp16{shown}")
+                        help=f"auto (CUDA: bf16 autocast, fp16 on GPUs without bf16; CPU: bf16 for evaluation and "
+                             f"prediction where the CPU has bf16 matrix units, AMX-BF16 or AVX512-BF16, else fp32; "
+                             f"CPU training: fp32), fp32, bf16 or fp16 (CUDA){shown}")
 
 
 def add_checkpoint_flags(parser) -> None:
@@ -83,12 +85,9 @@ def temporal_clips_value(text: str) -> Union[int, str]:
     if text == COVER:
         return COVER
     try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive number of clips nor {COVER!r}")
-    return count
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a positive number of clips nor {COVER!r}") from None
 
 
 def parse_assignments(items: list[str], flag: str) -> dict:

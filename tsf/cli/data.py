@@ -1,5 +1,5 @@
-"""`python -m tsf data {manifest,check,synth,bench}`: build manifests, pre-flight check videos,
-generate the synthetic data, measure loading throughput."""
+"""`python -m tsf data {manifest,check,synth,bench,readers,shard}`: build manifests, pre-flight check videos,
+generate the synthetic data, measure loading throughput, compare the video readers, write WebDataset shards."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from ..data.readers import READERS
+from ..data.readers import BACKENDS, READERS
 from ..data.synth import TASKS
 from .common import add_debug_flag
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="{manifest,check,synth,bench}", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{manifest,check,synth,bench,readers,shard}", required=True)
 
     manifest = sub.add_parser("manifest", help="stratified train/val CSVs and classes.txt from ROOT/<class>/<video>",
                               description="Write train.csv, val.csv (path,label; paths relative to --out) and classes.txt "
@@ -63,14 +63,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench.add_argument("--height", type=int, default=256, help="test video height (default: 256)")
     bench.add_argument("--gops", type=int, nargs="+", default=[60, 250], help="keyframe intervals to test (default: 60 250)")
     bench.add_argument("--repeats", type=int, default=3, help="timed repetitions, median reported (default: 3)")
+    bench.add_argument("--readers", nargs="+", choices=BACKENDS,
+                       help="readers to time, the first gives the headline (default: decord if installed, and pyav)")
+    bench.add_argument("--shards", type=int, metavar="N",
+                       help="also time N small video files against the same videos in shards, warm and cold page cache")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
-    for command in (manifest, check, synth, bench):
+
+    readers = sub.add_parser("readers", help="the readers available here against PyAV: frame by frame max difference, and speed",
+                             description="Decoder-consistency check: each video is read by every reader available here "
+                                         "(decord, torchcodec, PyAV) at the same frame indices and compared with PyAV's "
+                                         "frames pixel by pixel; each reader's time to open the video and read a clip is "
+                                         "measured. Exit code 0 when all readers agree exactly, 1 otherwise.")
+    readers.add_argument("videos", type=Path, nargs="+", metavar="VIDEO", help="video files")
+    readers.add_argument("--readers", nargs="+", choices=BACKENDS, help="readers to compare (default: all available here)")
+    readers.add_argument("--max-frames", type=int, default=64,
+                         help="frames compared per video: all when it has no more, else this many spread evenly (default: 64)")
+    readers.add_argument("--clip-frames", type=int, default=8, help="frames of the timed clip (default: 8)")
+    readers.add_argument("--repeats", type=int, default=3, help="timed clip reads per reader, median reported (default: 3)")
+    readers.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    shard = sub.add_parser("shard", help="pack a data folder's or a manifest's videos into WebDataset tar shards + shards.json",
+                           description="Check every video (as `tsf data check` does), leave out and report the bad ones, "
+                                       "and pack the good ones as they are (no re-encoding) into SPLIT-000000.tar... of "
+                                       "about --shard-size bytes, each video beside a JSON (label, class, source, frames, "
+                                       "fps, start/end), indexed by shards.json (shards, sample counts, classes, checksums). "
+                                       "Exit code 0 when every video went in, 1 when some were left out.")
+    shard.add_argument("manifest", type=Path, metavar="MANIFEST",
+                       help="a data folder (train.csv, val.csv, classes.txt: both splits) or one manifest of any format")
+    shard.add_argument("--out", type=Path, required=True, help="the shard folder")
+    shard.add_argument("--shard-size", default="1GB", help="video bytes per shard, e.g. 500MB, 1GB, 2GiB (default: 1GB)")
+    shard.add_argument("--shuffle-seed", type=int, default=0,
+                       help="seed of the order samples are packed in (manifests list class by class; default: 0)")
+    shard.add_argument("--classes", type=Path, help="class list (default: classes.txt of the data folder / beside the manifest)")
+    shard.add_argument("--num-frames", type=int, default=8, help="frames a clip needs; fewer is too short (default: 8)")
+    shard.add_argument("--reader", choices=READERS, default="auto", help="video decoder of the check (default: auto)")
+    shard.add_argument("--workers", type=int, help="checking processes (default: all cores)")
+    shard.add_argument("--overwrite", action="store_true", help="replace shards.json and the shards in --out")
+    shard.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for command in (manifest, check, synth, bench, readers, shard):
         command.set_defaults(_parser=command)
         add_debug_flag(command)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench}[args.data_command](args)
+    commands = {"manifest": _manifest, "check": _check, "synth": _synth, "bench": _bench, "readers": _readers,
+                "shard": _shard}
+    return commands[args.data_command](args)
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -129,7 +167,11 @@ def _bench(args: argparse.Namespace) -> int:
     from ..data.bench import benchmark_loading
 
     result = benchmark_loading(num_frames=args.num_frames, crop_size=args.crop_size, sampling_rate=args.sampling_rate,
-                               height=args.height, gops=args.gops, repeats=args.repeats)
+                               height=args.height, gops=args.gops, repeats=args.repeats, readers=args.readers)
+    if args.shards:
+        from ..data.shard_bench import benchmark_shards
+
+        result["shards"] = benchmark_shards(videos=args.shards, repeats=args.repeats)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -137,7 +179,62 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"{settings['video']}; clip: {settings['clip']}; one worker, one thread")
     for gop, readers in result["by_gop"].items():
         for reader, row in readers.items():
-            print(f"  keyframe every {gop:>3} frames, {reader:<6}: tsf {row['tsf_clips_per_s']:6.1f} clips/s, "
+            print(f"  keyframe every {gop:>3} frames, {reader:<10}: tsf {row['tsf_clips_per_s']:6.1f} clips/s, "
                   f"whole-video decoding {row['full_decode_clips_per_s']:6.1f} clips/s -> {row['speedup']:.1f}x")
     print(f"speedup per worker ({result['headline']}): {result['speedup_per_worker']:.1f}x")
+    if args.shards:
+        settings = result["shards"]["settings"]
+        print(f"{settings['videos']} videos of {settings['video']}; clip: {settings['clip']}; one worker, one thread; "
+              f"cold: {settings['cold']}")
+        for source, row in result["shards"]["rows"].items():
+            print(f"  from {source:<6}: warm {row['warm_clips_per_s']:6.1f} clips/s, cold {row['cold_clips_per_s']:6.1f} clips/s")
     return 0
+
+
+def _readers(args: argparse.Namespace) -> int:
+    from ..data.compare import compare_readers
+
+    results = compare_readers(args.videos, readers=args.readers, max_frames=args.max_frames,
+                              clip_frames=args.clip_frames, repeats=args.repeats)
+    agree = all(row["error"] is None and row["max_abs_diff"] == 0 for result in results if result["error"] is None
+                for row in result["readers"].values())
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0 if agree else 1
+    for result in results:
+        if result["error"] is not None:
+            print(f"{result['path']}: {result['reference']} cannot read it: {result['error']}")
+            for name, row in result["readers"].items():
+                print(f"  {name:<10}  " + (f"refuses it too: {row['error']}" if row["error"] else "reads it"))
+            continue
+        print(f"{result['path']}: {result['frames_compared']} frames compared with {result['reference']}")
+        for name, row in result["readers"].items():
+            if row["error"] is not None:
+                print(f"  {name:<10}  fails: {row['error']}")
+                continue
+            worst = f" (worst: frame {row['worst_frame']})" if row["max_abs_diff"] else ""
+            print(f"  {name:<10}  {row['num_frames']:>6} frames  max |diff| {row['max_abs_diff']:>3}  "
+                  f"{row['frames_differing']:>4} frames differ{worst}  open + {args.clip_frames}-frame clip "
+                  f"{row['clip_ms']:8.1f} ms")
+    print("the readers give identical frames" if agree else "some reader differs or fails (see above)")
+    return 0 if agree else 1
+
+
+def _shard(args: argparse.Namespace) -> int:
+    from ..data.manifest import load_classes
+    from ..data.shards import write_shards
+
+    classes = load_classes(args.classes) if args.classes is not None else None
+    index = write_shards(args.manifest, args.out, shard_size=args.shard_size, shuffle_seed=args.shuffle_seed,
+                         classes=classes, num_frames=args.num_frames, reader=args.reader, workers=args.workers,
+                         progress=not args.no_progress, overwrite=args.overwrite)
+    for split, entry in index["splits"].items():
+        size = sum(s["bytes"] for s in entry["shards"])
+        print(f"{split}: {entry['samples']} videos in {len(entry['shards'])} shard(s), {size / 1e6:.1f} MB "
+              f"(from {entry['manifest']})")
+    for entry in index["bad"][:50]:
+        print(f"left out, {entry['status']}: {entry['path']} ({entry['where']}): {entry['reason']}")
+    if len(index["bad"]) > 50:
+        print(f"... and {len(index['bad']) - 50} more (all in {args.out / 'shards.json'}, key 'bad')")
+    print(f"index: {args.out / 'shards.json'}")
+    return 1 if index["bad"] else 0

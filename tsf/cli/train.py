@@ -166,7 +166,8 @@ def _new_trainer(args: argparse.Namespace, recipe=None):
     torch.manual_seed(config.seed)  # the same initial weights on every process
     model = build_model(args.model, args.init, class_names, args.imagenet_init, args.trust_checkpoint, **overrides)
     train_set, val_set = build_video_datasets(args.data, model.config, data_config, config.seed,
-                                              config.batch_size if args.overfit_batch else 0)
+                                              config.batch_size if args.overfit_batch else 0,
+                                              batch_size=config.batch_size, num_workers=config.num_workers)
     run_info = {
         "data": str(args.data.resolve()), "data_config": data_config.to_dict(),
         "model": args.model, "init": args.init, "imagenet_init": args.imagenet_init, "overfit_batch": args.overfit_batch,
@@ -249,7 +250,12 @@ def _resume_trainer(args: argparse.Namespace):
     config = TrainConfig.from_dict({**checkpoint["train_config"], **_given(args, TrainConfig)})
     model = TimeSformer.from_config(TimeSformerConfig.from_dict(checkpoint["config"]))
     data_config = VideoDataConfig(**info["data_config"])
-    train_set, val_set = build_video_datasets(info["data"], model.config, data_config, config.seed)
+    saved_workers = checkpoint["train_config"].get("num_workers", config.num_workers)
+    if config.num_workers != saved_workers and (Path(info["data"]) / "shards.json").is_file():
+        raise ValueError(f"{run_dir} streams shards with {saved_workers} data worker(s) per process, and each worker's "
+                         f"share of an epoch depends on their number: resume with --num-workers {saved_workers}")
+    train_set, val_set = build_video_datasets(info["data"], model.config, data_config, config.seed,
+                                              batch_size=config.batch_size, num_workers=config.num_workers)
     trainer = Trainer(model, config, train_set, val_set, run_dir=run_dir, run_info=info)
     trainer.load_state_dict(checkpoint)
     if trainer.finished:  # not a run stopped at its last step before validating: that one closes its epoch

@@ -38,6 +38,10 @@ _EXPORTS = {
     "ensure_synthetic": "synth",
     "generate": "synth",
     "normalize": "transforms",
+    "ShardStream": "stream",
+    "ShardVideos": "stream",
+    "write_shards": "shards",
+    "compare_readers": "compare",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -34,7 +34,7 @@ def check_video(sample: VideoSample, num_frames: int = 8, reader: str = "auto") 
     Args:
         sample: the video.
         num_frames: frames a clip needs; fewer is ``too_short``.
-        reader: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        reader: ``"auto"``, ``"decord"``, ``"torchcodec"`` or ``"pyav"``.
 
     Returns:
         ``{"path", "status", "reason"}``, plus ``frames``, ``fps``, ``width``, ``height`` when it opened.
@@ -63,7 +63,7 @@ def check_manifest(manifest: Union[PathLike, Manifest], classes: Optional[Sequen
             not raised) or a ``Manifest``.
         classes: class names in id order (default: as ``read_manifest``).
         num_frames: frames a clip needs; videos with fewer are ``too_short``.
-        reader: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        reader: ``"auto"``, ``"decord"``, ``"torchcodec"`` or ``"pyav"``.
         workers: checking processes (default: all cores).
         progress: show a progress bar (stderr).
         report: write the report as JSON here.

@@ -20,7 +20,7 @@ class VideoDataConfig:
     short_side_range: tuple[int, ...] = option((), "training scale jitter: the shorter side is resized to a random length in [MIN, MAX] before the random crop (paper: 256 320 at 224 px, 448 512 at 448); none given: crop size x (256, 320) / 224")
     inverse_scale_jitter: bool = option(False, "draw that length as 1 / uniform(1/MAX, 1/MIN) rather than uniformly (the official SSv2 configs' INV_UNIFORM_SAMPLE)")
     hflip: bool = option(False, "random horizontal flips in training (Kinetics: yes; SSv2: no, it has left/right classes)")
-    reader: str = option("auto", "video decoder: auto (decord, falling back to PyAV), decord or pyav", choices=READERS)
+    reader: str = option("auto", "video decoder: auto (decord, falling back to PyAV), decord, torchcodec or pyav (the same frames; README: which reader)", choices=READERS)
     max_bad_fraction: float = option(0.05, "stop when more than this fraction of the videos fails to decode (a broken dataset rather than a few broken files)")
     val_temporal_clips: int = option(1, "temporal clips per validation video during training (tsf evaluate runs the full protocol)")
     val_spatial_crops: int = option(1, "spatial crops per validation video during training")

@@ -75,7 +75,7 @@ class VideoClipDataset(Dataset):
             as many clips as cover it (``sampling.covering_clips``; each video is opened once here
             to count its frames).
         num_spatial_crops: test crops along the longer side (1: centre; 3: the official three).
-        reader: ``"auto"``, ``"decord"`` or ``"pyav"``.
+        reader: ``"auto"``, ``"decord"``, ``"torchcodec"`` or ``"pyav"``.
         max_bad_fraction: stop with ``BadVideosError`` once more than this share of the
             manifest's videos turned out bad (1.0: never).
         seed: seeds the random choices (with the epoch and the item).

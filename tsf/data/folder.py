@@ -13,10 +13,15 @@ from ..runtime import PathLike
 from .config import VideoDataConfig
 from .dataset import VideoClipDataset
 from .manifest import load_classes, read_manifest
+from .shards import INDEX, load_index
+from .stream import ShardStream, ShardVideos
 
 
 def data_folder_classes(root: Path) -> list[str]:
-    """The class names of a data folder, after checking that it holds what training reads."""
+    """The class names of a data folder (or of a shard folder: its ``shards.json``), after checking
+    that it holds what training reads."""
+    if (Path(root) / INDEX).is_file():
+        return list(load_index(root)["classes"])
     for name in ("classes.txt", "train.csv"):
         if not (root / name).is_file():
             raise FileNotFoundError(
@@ -27,8 +32,11 @@ def data_folder_classes(root: Path) -> list[str]:
 
 
 def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig, seed: int = 0,
-                         overfit_batch: int = 0) -> tuple[Dataset, Optional[Dataset]]:
-    """Train and validation datasets from a data folder (``train.csv``, ``val.csv``, ``classes.txt``).
+                         overfit_batch: int = 0, batch_size: int = 1, num_workers: int = 0) -> tuple[Dataset, Optional[Dataset]]:
+    """Train and validation datasets from a data folder (``train.csv``, ``val.csv``, ``classes.txt``),
+    or from a shard folder (``shards.json``, written by ``tsf data shard``): training then streams
+    (``ShardStream``, split across ranks and ``num_workers`` workers in batches of ``batch_size``)
+    and validation reads the ``val`` shards by offset (``ShardVideos``).
 
     Args:
         data_dir: the folder (as ``tsf data synth`` / ``tsf data manifest`` write it).
@@ -43,6 +51,20 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
     """
     root = Path(data_dir)
     classes = data_folder_classes(root)
+    clip_options = dict(num_frames=model_config.num_frames, sampling_rate=data.sampling_rate, sampling=data.sampling,
+                        crop_size=model_config.img_size, reader=data.reader, max_bad_fraction=data.max_bad_fraction,
+                        target_fps=data.target_fps or None)
+    if (root / INDEX).is_file() and not overfit_batch:
+        train = ShardStream(root, "train", batch_size=batch_size, num_workers=num_workers, seed=seed,
+                            short_side_range=data.short_side_range or None, inverse_scale_jitter=data.inverse_scale_jitter,
+                            hflip=data.hflip, **clip_options)
+        val = None
+        if "val" in load_index(root)["splits"]:
+            val = ShardVideos(root, "val", train=False, num_temporal_clips=data.val_temporal_clips,
+                              num_spatial_crops=data.val_spatial_crops, seed=seed, **clip_options)
+        return train, val
+    if (root / INDEX).is_file():
+        raise ValueError(f"--overfit-batch reads a data folder's files; {root} is a shard folder")
 
     def dataset(split: str, train: bool, temporal_clips: int = 1, spatial_crops: int = 1):
         manifest = read_manifest(root / f"{split}.csv", classes=classes)
@@ -79,11 +101,13 @@ def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Unio
         DataError: the folder lacks the split or classes.txt, or its classes are not the model's.
     """
     csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
-    for path in (csv_path, classes_path):
+    shards = (root / INDEX).is_file()  # a shard folder: its split read by offset
+    for path in () if shards else (csv_path, classes_path):
         if not path.is_file():
             raise DataError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
-                                    f"(written by `python -m tsf data synth` / `tsf data manifest`)")
-    classes = list(load_classes(classes_path))
+                                    f"(written by `python -m tsf data synth` / `tsf data manifest`), or shards.json")
+    classes_path = root / INDEX if shards else classes_path
+    classes = list(load_index(root)["classes"]) if shards else list(load_classes(classes_path))
     config = model.config
     if config.class_names is not None and list(config.class_names) != classes:
         differ = [f"{i}: model {m!r} vs data {d!r}" for i, (m, d) in enumerate(zip(config.class_names, classes)) if m != d]
@@ -96,9 +120,9 @@ def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Unio
         raise DataError(f"{classes_path} lists {len(classes)} classes but the model predicts {config.num_classes}: "
                         f"its scores would be meaningless; evaluate on data with the model's label set, or "
                         f"fine-tune it on this one first (tsf train --init CKPT --data {root})")
-    return VideoClipDataset(
-        read_manifest(csv_path, classes=classes), num_frames=config.num_frames,
-        sampling_rate=sampling_rate, sampling=sampling, train=False, crop_size=config.img_size,
-        num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops, target_fps=target_fps,
-        max_bad_fraction=max_bad_fraction,
-    )
+    options = dict(num_frames=config.num_frames, sampling_rate=sampling_rate, sampling=sampling, train=False,
+                   crop_size=config.img_size, num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops,
+                   target_fps=target_fps, max_bad_fraction=max_bad_fraction)
+    if shards:
+        return ShardVideos(root, split, **options)
+    return VideoClipDataset(read_manifest(csv_path, classes=classes), **options)

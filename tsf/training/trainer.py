@@ -37,7 +37,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .. import runtime
 from ..data import normalize
@@ -127,9 +127,12 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
 
-        self.sampler = ShardedShuffleSampler(len(train_dataset), self.dist.rank, self.dist.world_size, config.seed)
+        # an iterable dataset (tsf.data.ShardStream) splits itself across ranks: per_rank(), set_epoch(epoch, start)
+        streaming = isinstance(train_dataset, IterableDataset)
+        self.sampler = None if streaming else ShardedShuffleSampler(len(train_dataset), self.dist.rank,
+                                                                    self.dist.world_size, config.seed)
         self.clips_per_step = config.batch_size * config.grad_accum_steps  # per process
-        self.steps_per_epoch = self.sampler.per_rank() // self.clips_per_step
+        self.steps_per_epoch = (train_dataset if streaming else self.sampler).per_rank() // self.clips_per_step
         if self.steps_per_epoch == 0:
             raise ValueError(
                 f"the training set has {len(train_dataset)} clips, fewer than one global batch of "
@@ -287,9 +290,12 @@ class Trainer:
                                       str(checkpoint) if checkpoint is not None else None)
 
     def _loader(self, start: int) -> DataLoader:
-        self.sampler.set_epoch(self.epoch, start)
-        if hasattr(self.train_dataset, "set_epoch"):
-            self.train_dataset.set_epoch(self.epoch)
+        if self.sampler is None:
+            self.train_dataset.set_epoch(self.epoch, start)
+        else:
+            self.sampler.set_epoch(self.epoch, start)
+            if hasattr(self.train_dataset, "set_epoch"):
+                self.train_dataset.set_epoch(self.epoch)
         workers = self.config.num_workers
         return DataLoader(
             self.train_dataset, batch_size=self.config.batch_size, sampler=self.sampler, drop_last=True,
