@@ -31,7 +31,7 @@ def test_bench_tiny_full_run_writes_the_report(tmp_path, capsys):
                  "--batch-sizes", "1,2", "--agreement-clips", "4", "--threads", "1", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report.keys() == {"schema", "created", "device", "versions", "settings", "peak", "flops_per_clip_forward",
-                             "inference", "train", "data", "agreement", "ratios", "recommendation", "notes"}
+                             "inference", "train", "data", "agreement", "ratios", "ratios_min", "recommendation", "notes"}
     assert report["device"]["type"] == "cpu" and report["versions"]["torch"] == torch.__version__
     assert report["device"]["matrix_units"]["names"] == cpu.matrix_units().names
     assert report["settings"]["full"] and report["settings"]["sections"] == list(SECTIONS)
@@ -60,6 +60,7 @@ def test_bench_tiny_full_run_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| tsf_fp32 | 1 |" in printed and "| tsf_checkpointing |" in printed and report["recommendation"]["answer"] in printed
     assert markdown(report) in printed and ratios(report) == report["ratios"]
+    assert ratios(report, "min").keys() == report["ratios"].keys() == report["ratios_min"].keys()
 
 
 def test_the_quick_run_is_the_default_and_full_widens_it():

@@ -321,7 +321,7 @@ def evaluate(
     if out_dir is not None:
         refuse_to_overwrite(EvaluationResult.files(out_dir, prefix).values(), overwrite, "evaluation results")
     dataset = data if isinstance(data, Dataset) else video_dataset(
-        model, Path(data), split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps, max_bad_fraction)
+        model, data, split, temporal_clips, spatial_crops, sampling_rate, sampling, target_fps, max_bad_fraction)
     result = evaluate_dataset(model.to(resolved), dataset, batch_size=batch_size, num_workers=num_workers,
                               device=resolved, precision=precision, progress=progress)
     if out_dir is not None:

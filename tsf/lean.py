@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as module_globals
+from torch.utils._python_dispatch import _get_current_dispatch_mode  # a FLOP counter's or tracer's mode
 
 SHORT_SEQUENCE = 16  # CPU: attention over at most this many tokens runs as two batched matmuls
 
@@ -76,8 +77,8 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
     layout once and cached (``_cpu_linears``), GELU fused into fc1: fp32 2.0-2.4x faster than
     ``F.linear`` (MKL) on the AMD CPU measured, bf16 ~15%. Under bf16 autocast the block runs
     with autocast off and explicit dtypes: weights cast to bf16 once (autocast casts every weight
-    on every call), the attention in bf16 batched matmuls with the softmax computed in fp32
-    (``_attend``), the residual stream and LayerNorm in fp32.
+    on every call), the attention in bf16 (``_attend``), the residual stream and LayerNorm in
+    fp32.
     """
     infer = not block.training and not torch.is_grad_enabled()
     if infer and x.device.type == "cpu":
@@ -86,7 +87,9 @@ def forward(block: nn.Module, x: torch.Tensor, num_frames: int, cls_only: bool) 
             lin = _cpu_linears(block, torch.bfloat16)
             with torch.autocast("cpu", enabled=False):
                 return _forward(block, x, num_frames, cls_only, infer, lin)
-        if dtype is None and x.dtype == torch.float32 and _onednn_linear(torch.float32):
+        # under a dispatch mode (tsf.cost.executed_flops counts FLOPs in one) the plain modules run:
+        # the same maths, in operators whose FLOPs have formulas
+        if dtype is None and x.dtype == torch.float32 and _onednn_linear(torch.float32) and _get_current_dispatch_mode() is None:
             return _forward(block, x, num_frames, cls_only, infer, _cpu_linears(block, torch.float32))
     return _forward(block, x, num_frames, cls_only, infer, _PLAIN)
 
@@ -146,21 +149,27 @@ def _attend(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     attention and no attention dropout run as batched matmuls (under autocast the kernels'
     own casting is kept).
 
-    A bf16 ``qkv`` outside autocast (CPU bf16 inference, ``forward``) attends as transformers does
-    under autocast, in batched bf16 matmuls (scores and probabilities rounded to bf16, the softmax
-    computed in fp32 inside PyTorch's kernel): 1.1-1.4x SDPA's CPU flash kernel at 8 and 197
-    tokens, for a relative logit error of 0.008 instead of 0.007 against fp32 (base 8x224). The
-    explicit path (attention maps) attends in fp32."""
+    A bf16 ``qkv`` outside autocast (CPU bf16 inference and int8, whose qkv layer writes bf16)
+    attends in bf16: over at most ``SHORT_SEQUENCE`` tokens in batched matmuls (the softmax computed
+    in fp32 inside PyTorch's kernel; 1.4x SDPA at 8 tokens), over more (the 197 spatial tokens) in
+    SDPA's CPU flash kernel, 3x the batched matmuls there (they write and re-read the whole
+    (S, heads, 197, 197) score tensor). The explicit path (attention maps) attends in fp32."""
     S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     dropping = attn.training and attn.attn_drop > 0
     cpu_plain = qkv.device.type == "cpu" and _autocast_dtype("cpu") is None
     if cpu_plain and qkv.dtype == torch.bfloat16:
         if not attn.fused:
             qkv = qkv.float()
-        elif not dropping and not torch.is_grad_enabled():
+        elif not dropping and not torch.is_grad_enabled() and L <= SHORT_SEQUENCE:
             q, k, v = qkv.reshape(S, L, 3, attn.num_heads, D // attn.num_heads).permute(2, 0, 3, 1, 4)
             x = torch.matmul(q, k.transpose(-2, -1)).mul_(attn.scale).softmax(dim=-1) @ v
             return x.transpose(1, 2).reshape(S, L, D)
+    # CPU bf16 training: batched bf16 matmuls at any length (SDPA's CPU flash backward is slow in bf16:
+    # 15% of a base 8x224 step), as transformers' explicit attention does under autocast
+    cpu_bf16_training = (qkv.device.type == "cpu" and torch.is_grad_enabled()
+                         and _autocast_dtype("cpu") == torch.bfloat16)
+    if cpu_bf16_training and attn.fused and not dropping:
+        return _ShortAttention.apply(qkv, attn.num_heads, attn.scale)
     if not attn.fused or L > SHORT_SEQUENCE or dropping or not cpu_plain:
         return attn.attend(qkv)
     if torch.is_grad_enabled():
@@ -264,9 +273,10 @@ def _cpu_linears(block: nn.Module, dtype: torch.dtype) -> _Linears:
     """The block's ``nn.Linear`` weights (and the folded temporal projection) in ``dtype``,
     reordered for oneDNN where it runs (``_onednn_linear``), cached by the rule of
     ``_folded_temporal_projection``: rebuilt when a tensor's storage, version counter or sum
-    changes (the sums cost ~2% of a bf16 forward pass; casting every weight, as autocast does on
-    every call, ~10%). Holds one reordered copy of the block's weights: fp32 doubles the memory
-    of the weights, bf16 adds half."""
+    changes (the sums read every weight: ~7% of a bf16 forward pass at batch 1 on the AMX Xeon,
+    where the matmuls are fast; casting every weight, as autocast does on every call, costs more).
+    Holds one reordered copy of the block's weights: fp32 doubles the memory of the weights, bf16
+    adds half."""
     linears = [m for m in block.modules() if type(m) is nn.Linear]
     tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
     cache = _CASTS.setdefault(dtype, weakref.WeakKeyDictionary())
@@ -466,12 +476,13 @@ class _ShortAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, num_heads, scale):
         S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-        # (S, L, 3D) -> (3, S, heads, L, D/heads)
-        q, k, v = qkv.reshape(S, L, 3, num_heads, D // num_heads).permute(2, 0, 3, 1, 4)
-        probs = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(dim=-1)
-        ctx.save_for_backward(qkv, probs)
-        ctx.num_heads, ctx.scale = num_heads, scale
-        return (probs @ v).transpose(1, 2).reshape(S, L, D)  # (S, heads, L, D/heads) -> (S, L, D)
+        with _autocast_off(qkv.device.type):  # in qkv's dtype (bf16 under CPU autocast), both ways
+            # (S, L, 3D) -> (3, S, heads, L, D/heads)
+            q, k, v = qkv.reshape(S, L, 3, num_heads, D // num_heads).permute(2, 0, 3, 1, 4)
+            probs = torch.matmul(q, k.transpose(-2, -1)).mul_(scale).softmax(dim=-1)
+            ctx.save_for_backward(qkv, probs)
+            ctx.num_heads, ctx.scale = num_heads, scale
+            return (probs @ v).transpose(1, 2).reshape(S, L, D)  # (S, heads, L, D/heads) -> (S, L, D)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

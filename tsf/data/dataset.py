@@ -272,6 +272,10 @@ class VideoClipDataset(Dataset):
     def _bad_message(self, what: str) -> str:
         listed = [f"  {path}: {reason}" for path, reason in list(self.bad_videos.items())[:20]]
         more = f"\n  ... and {self.bad_count - len(listed)} more" if self.bad_count > len(listed) else ""
+        if self.manifest.format == "shards":
+            return (f"{self.manifest.source}: {what}:\n" + "\n".join(listed) + more +
+                    "\nWrite the shards again (python -m tsf data shard checks every video and leaves the bad ones "
+                    "out), or raise max_bad_fraction (--max-bad-fraction) if these losses are acceptable")
         source = Path(str(self.manifest.source))
         clean = source.with_name(f"{source.stem}.clean{source.suffix or '.csv'}")
         return (f"{source}: {what}:\n" + "\n".join(listed) + more +

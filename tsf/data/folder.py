@@ -13,15 +13,16 @@ from ..runtime import PathLike
 from .config import VideoDataConfig
 from .dataset import VideoClipDataset
 from .manifest import load_classes, read_manifest
-from .shards import INDEX, load_index
+from .sources import ShardSource, is_shard_source
 from .stream import ShardStream, ShardVideos
 
 
-def data_folder_classes(root: Path) -> list[str]:
-    """The class names of a data folder (or of a shard folder: its ``shards.json``), after checking
-    that it holds what training reads."""
-    if (Path(root) / INDEX).is_file():
-        return list(load_index(root)["classes"])
+def data_folder_classes(root: PathLike) -> list[str]:
+    """The class names of a data folder (or of shards: their ``shards.json``, ``tsf.data.sources``),
+    after checking that it holds what training reads."""
+    if is_shard_source(root):
+        return ShardSource(root).classes
+    root = Path(root)
     for name in ("classes.txt", "train.csv"):
         if not (root / name).is_file():
             raise FileNotFoundError(
@@ -34,12 +35,13 @@ def data_folder_classes(root: Path) -> list[str]:
 def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig, seed: int = 0,
                          overfit_batch: int = 0, batch_size: int = 1, num_workers: int = 0) -> tuple[Dataset, Optional[Dataset]]:
     """Train and validation datasets from a data folder (``train.csv``, ``val.csv``, ``classes.txt``),
-    or from a shard folder (``shards.json``, written by ``tsf data shard``): training then streams
-    (``ShardStream``, split across ranks and ``num_workers`` workers in batches of ``batch_size``)
-    and validation reads the ``val`` shards by offset (``ShardVideos``).
+    or from shards (``tsf data shard`` writes them; a shard folder, or a brace pattern of shard paths
+    or URLs: ``tsf.data.sources``): training then streams (``ShardStream``, split across ranks and
+    ``num_workers`` workers in batches of ``batch_size``) and validation reads the ``val`` shards
+    by offset (``ShardVideos``).
 
     Args:
-        data_dir: the folder (as ``tsf data synth`` / ``tsf data manifest`` write it).
+        data_dir: the folder (as ``tsf data synth`` / ``tsf data manifest`` write it), or shards.
         model_config: supplies frames per clip and the crop size.
         data: sampling, flips, decoder.
         seed: augmentation seed (per epoch and video, so it resumes exactly).
@@ -49,22 +51,23 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
     Returns:
         ``(train, val)``; val is None when the folder has no ``val.csv``.
     """
-    root = Path(data_dir)
-    classes = data_folder_classes(root)
+    classes = data_folder_classes(data_dir)
     clip_options = dict(num_frames=model_config.num_frames, sampling_rate=data.sampling_rate, sampling=data.sampling,
                         crop_size=model_config.img_size, reader=data.reader, max_bad_fraction=data.max_bad_fraction,
                         target_fps=data.target_fps or None)
-    if (root / INDEX).is_file() and not overfit_batch:
-        train = ShardStream(root, "train", batch_size=batch_size, num_workers=num_workers, seed=seed,
+    if is_shard_source(data_dir):
+        if overfit_batch:
+            raise ValueError(f"--overfit-batch reads a data folder's files; {data_dir} is shards")
+        source = ShardSource(data_dir)
+        train = ShardStream(source, "train", batch_size=batch_size, num_workers=num_workers, seed=seed,
                             short_side_range=data.short_side_range or None, inverse_scale_jitter=data.inverse_scale_jitter,
                             hflip=data.hflip, **clip_options)
         val = None
-        if "val" in load_index(root)["splits"]:
-            val = ShardVideos(root, "val", train=False, num_temporal_clips=data.val_temporal_clips,
+        if "val" in source.index["splits"]:
+            val = ShardVideos(source, "val", train=False, num_temporal_clips=data.val_temporal_clips,
                               num_spatial_crops=data.val_spatial_crops, seed=seed, **clip_options)
         return train, val
-    if (root / INDEX).is_file():
-        raise ValueError(f"--overfit-batch reads a data folder's files; {root} is a shard folder")
+    root = Path(data_dir)
 
     def dataset(split: str, train: bool, temporal_clips: int = 1, spatial_crops: int = 1):
         manifest = read_manifest(root / f"{split}.csv", classes=classes)
@@ -91,23 +94,26 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
 # flags that --resume accepts: they change how the run executes, not what it computes
 
 
-def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Union[int, str], spatial_crops: int,
+def video_dataset(model: nn.Module, root: PathLike, split: str, temporal_clips: Union[int, str], spatial_crops: int,
                   sampling_rate: float, sampling: str, target_fps: Optional[float],
                   max_bad_fraction: float = 0.05) -> Dataset:
-    """The evaluation views of ``root/<split>.csv`` at the model's frames and crop size; the
-    folder's classes must be the model's (by name when the model has names, and by count).
+    """The evaluation views of ``root/<split>.csv`` (or of shards' split) at the model's frames and
+    crop size; the data's classes must be the model's (by name when the model has names, and by count).
 
     Raises:
         DataError: the folder lacks the split or classes.txt, or its classes are not the model's.
     """
-    csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
-    shards = (root / INDEX).is_file()  # a shard folder: its split read by offset
-    for path in () if shards else (csv_path, classes_path):
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
-                                    f"(written by `python -m tsf data synth` / `tsf data manifest`), or shards.json")
-    classes_path = root / INDEX if shards else classes_path
-    classes = list(load_index(root)["classes"]) if shards else list(load_classes(classes_path))
+    shards = ShardSource(root) if is_shard_source(root) else None  # its split read by offset
+    if shards is None:
+        root = Path(root)
+        csv_path, classes_path = root / f"{split}.csv", root / "classes.txt"
+        for path in (csv_path, classes_path):
+            if not path.is_file():
+                raise DataError(f"{path} does not exist; --data needs <split>.csv and classes.txt "
+                                f"(written by `python -m tsf data synth` / `tsf data manifest`), or shards.json")
+        classes = list(load_classes(classes_path))
+    else:
+        classes_path, classes = shards.index_name, shards.classes
     config = model.config
     if config.class_names is not None and list(config.class_names) != classes:
         differ = [f"{i}: model {m!r} vs data {d!r}" for i, (m, d) in enumerate(zip(config.class_names, classes)) if m != d]
@@ -124,5 +130,5 @@ def video_dataset(model: nn.Module, root: Path, split: str, temporal_clips: Unio
                    crop_size=config.img_size, num_temporal_clips=temporal_clips, num_spatial_crops=spatial_crops,
                    target_fps=target_fps, max_bad_fraction=max_bad_fraction)
     if shards:
-        return ShardVideos(root, split, **options)
+        return ShardVideos(shards, split, **options)
     return VideoClipDataset(read_manifest(csv_path, classes=classes), **options)

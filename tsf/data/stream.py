@@ -1,5 +1,6 @@
 """Training clips streamed from WebDataset shards (``tsf data shard``): ``ShardStream``; and
-``ShardVideos``, a split of a local shard folder read by offset (validation, evaluation).
+``ShardVideos``, a split read by offset (validation, evaluation). Either reads a
+``tsf.data.sources.ShardSource``: a shard folder, or a brace pattern of shard paths or URLs.
 
 Each epoch has one plan, the same on every process: the shards in a seeded order (``seed +
 epoch``) laid end to end, the samples in that sequence cut into equal contiguous ranges, one per
@@ -37,7 +38,7 @@ from ..errors import DataError
 from .dataset import BadVideosError, VideoClipDataset
 from .manifest import Manifest, VideoSample
 from .readers import VideoReader, VideoReadError, open_video
-from .shards import load_index
+from .sources import ShardSource
 
 
 def epoch_plan(counts: Sequence[int], epoch: int, seed: int, slots: int, per_slot: int) -> list[list[tuple[int, int, int]]]:
@@ -71,7 +72,8 @@ class ShardStream(IterableDataset):
     """Training clips of one split of a shard folder, split across ranks and DataLoader workers.
 
     Args:
-        folder: the shard folder (with ``shards.json``).
+        folder: the shard folder (with ``shards.json``), or a brace pattern of shard paths or URLs
+            (``tsf.data.sources``).
         split: which split (``"train"``).
         batch_size: clips per batch of the DataLoader that reads it (each worker gives whole batches).
         num_workers: that DataLoader's workers (0: the main process reads).
@@ -87,26 +89,23 @@ class ShardStream(IterableDataset):
     def __init__(self, folder, split: str = "train", batch_size: int = 1, num_workers: int = 0,
                  rank: Optional[int] = None, world_size: Optional[int] = None, seed: int = 0, buffer: int = 64,
                  **clip_options):
-        self.folder = Path(folder)
-        self.index = load_index(self.folder)
-        if split not in self.index["splits"]:
-            raise DataError(f"{self.folder / 'shards.json'} has no split {split!r} (it has "
-                            f"{', '.join(self.index['splits']) or 'none'})")
+        self.source = ShardSource(folder)
+        self.folder = self.source.where
         if rank is None or world_size is None:
             initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
             rank = torch.distributed.get_rank() if initialized else 0
             world_size = torch.distributed.get_world_size() if initialized else 1
         self.split, self.rank, self.world_size, self.seed = split, int(rank), int(world_size), int(seed)
         self.batch_size, self.num_workers, self.buffer = int(batch_size), int(num_workers), max(1, int(buffer))
-        self.shards = self.index["splits"][split]["shards"]
-        self.classes = list(self.index["classes"])
+        self.shards = self.source.shards(split)
+        self.classes = self.source.classes
         self.total = sum(s["samples"] for s in self.shards)
         chunk = self.world_size * max(1, self.num_workers) * self.batch_size
         if self.total < chunk:
             raise DataError(f"{self.folder}: {self.total} {split} samples cannot fill one batch of {self.batch_size} "
                             f"on each of {max(1, self.num_workers)} worker(s) x {self.world_size} process(es)")
         self.per_worker = self.total // chunk * self.batch_size
-        placeholder = Manifest([VideoSample(str(self.folder), 0)], self.classes, self.folder / "shards.json", "shards")
+        placeholder = Manifest([VideoSample(self.folder, 0)], self.classes, self.source.index_name, "shards")
         self.clips = VideoClipDataset(placeholder, train=True, seed=seed, **clip_options)
         self.epoch, self.start = 0, 0
 
@@ -169,22 +168,29 @@ class ShardStream(IterableDataset):
     def _samples(self, plan) -> Iterator[tuple[dict, bytes]]:
         for shard, skip, take in plan:
             name = self.shards[shard]["name"]
-            with open(self.folder / name, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-                pending: dict[str, dict] = {}
-                seen = 0
-                for member in tar:
-                    key, _, extension = member.name.partition(".")
-                    parts = pending.setdefault(key, {})
-                    parts[extension] = tar.extractfile(member).read() if seen >= skip else b""
-                    if "json" in parts and len(parts) == 2:
-                        del pending[key]
-                        if seen >= skip:
-                            record = json.loads(parts.pop("json"))
-                            record["key"] = key
-                            yield record, next(iter(parts.values()))
-                        seen += 1
-                        if seen >= skip + take:
-                            break
+            seen = 0
+            try:
+                with self.source.open(name) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                    pending: dict[str, dict] = {}
+                    for member in tar:
+                        key, _, extension = member.name.partition(".")
+                        parts = pending.setdefault(key, {})
+                        parts[extension] = tar.extractfile(member).read() if seen >= skip else b""
+                        if "json" in parts and len(parts) == 2:
+                            del pending[key]
+                            if seen >= skip:
+                                record = json.loads(parts.pop("json"))
+                                record["key"] = key
+                                yield record, next(iter(parts.values()))
+                            seen += 1
+                            if seen >= skip + take:
+                                break
+            except (OSError, tarfile.TarError) as error:
+                raise DataError(f"{self.source.url(name)}: reading the shard failed after {seen} samples ({error}); "
+                                f"check that it is reachable and whole (shards.json lists its SHA-256)") from error
+            if seen < skip + take:
+                raise DataError(f"{self.source.url(name)}: ended after {seen} samples, but {self.source.index_name} "
+                                f"lists {self.shards[shard]['samples']}: a truncated or replaced shard; copy it again")
 
     def _item(self, record: dict, data: bytes, buffered: list, rng: np.random.Generator) -> dict:
         bad = 0
@@ -220,19 +226,19 @@ class ShardVideos(VideoClipDataset):
     their offset in the shard. Items are numbered by manifest position, as from the files.
 
     Args:
-        folder: the shard folder.
+        folder: the shard folder, or a brace pattern of shard paths or URLs (remote shards are
+            copied into the cache first: ``ShardSource.local_copy``).
         split: which split (``"val"``).
         **options: ``VideoClipDataset``'s options.
     """
 
     def __init__(self, folder, split: str = "val", **options):
-        self.folder = Path(folder)
-        index = load_index(self.folder)
-        if split not in index["splits"]:
-            raise DataError(f"{self.folder / 'shards.json'} has no split {split!r}")
+        source = ShardSource(folder)
+        self.folder = source.where
         found = []
-        for shard in index["splits"][split]["shards"]:
-            with tarfile.open(self.folder / shard["name"]) as tar:
+        for shard in source.shards(split):
+            path = source.local_copy(shard["name"])
+            with tarfile.open(path) as tar:
                 members: dict[str, dict] = {}
                 for member in tar.getmembers():
                     key, _, extension = member.name.partition(".")
@@ -240,16 +246,16 @@ class ShardVideos(VideoClipDataset):
                 for key, parts in members.items():
                     record = json.loads(tar.extractfile(parts.pop("json")).read())
                     (video,) = parts.values()
-                    found.append((int(key), record, (shard["name"], video.offset_data, video.size)))
+                    found.append((int(key), record, (path, video.offset_data, video.size)))
         found.sort(key=lambda entry: entry[0])
         self._where = {record["source"]: where for _, record, where in found}
         samples = [VideoSample(r["source"], int(r["label"]), r.get("start"), r.get("end"), line=r.get("line"))
                    for _, r, _ in found]
-        super().__init__(Manifest(samples, list(index["classes"]), self.folder / "shards.json", "shards"), **options)
+        super().__init__(Manifest(samples, source.classes, source.index_name, "shards"), **options)
 
     def open_video(self, sample: VideoSample) -> VideoReader:
-        name, offset, size = self._where[sample.path]
-        with open(self.folder / name, "rb") as stream:
+        path, offset, size = self._where[sample.path]
+        with open(path, "rb") as stream:
             stream.seek(offset)
             data = stream.read(size)
         handle, path = tempfile.mkstemp(suffix=Path(sample.path).suffix, dir=_scratch())
