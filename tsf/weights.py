@@ -60,7 +60,9 @@ def load_checkpoint_file(path: Union[str, Path], trust_checkpoint: bool = False)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted copy or save? Use another checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+        with warnings.catch_warnings():  # a damaged file's stray protocol byte: the error below says it better
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err):  # not a class reference: the bytes are no pickle at all
             raise CheckpointError(f"{path} is not a PyTorch checkpoint (its contents are not a saved "
@@ -70,8 +72,8 @@ def load_checkpoint_file(path: Union[str, Path], trust_checkpoint: bool = False)
             f"default because unpickling can run code. If you trust where the file came from, pass "
             f"--trust-checkpoint (in Python: trust_checkpoint=True)"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+    except Exception as err:  # other bytes fail in many ways inside the unpickler (IndexError, UnicodeDecodeError, ...)
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint, or a damaged one ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else 'truncated'}); check the file") from None
 
 
