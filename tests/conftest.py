@@ -129,3 +129,20 @@ def fake_hub(tmp_path, monkeypatch):
     yield root
     server.shutdown()
     server.server_close()
+
+
+def synthetic_shards(root: Path, videos_per_class: int, shard_size: str) -> tuple[Path, Path]:
+    """The appearance task in ``root/data`` and its shards (``tsf data shard``) in ``root/shards``."""
+    from tsf.cli import main
+    from tsf.data.synth import generate
+
+    data = generate("appearance", root / "data", videos_per_class=videos_per_class)
+    assert main(["data", "shard", str(data), "--out", str(root / "shards"), "--shard-size", shard_size, "--workers", "1",
+                 "--no-progress"]) == 0
+    return data, root / "shards"
+
+
+@pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> tuple[Path, Path]:
+    """4 classes x 6 videos (~19 in train) in 4 kB shards: several shards per split. Read-only: copy to edit."""
+    return synthetic_shards(tmp_path_factory.mktemp("small_shards"), videos_per_class=6, shard_size="4KB")

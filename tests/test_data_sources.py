@@ -13,19 +13,14 @@ import torch
 from tsf.cli import main
 from tsf.data.sources import ShardSource, data_location, is_shard_source, shard_name
 from tsf.data.stream import ShardStream, ShardVideos
-from tsf.data.synth import generate
 from tsf.errors import DataError
 
 OPTIONS = dict(num_frames=4, crop_size=16, short_side_range=(16, 20), hflip=True)
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sources")
-    data = generate("appearance", root / "data", videos_per_class=6)
-    assert main(["data", "shard", str(data), "--out", str(root / "shards"), "--shard-size", "4KB", "--workers", "1",
-                 "--no-progress"]) == 0
-    return data, root / "shards"
+def shards(small_shards):
+    return small_shards
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from tsf.cli import main
 from tsf.data.dataset import VideoClipDataset
 from tsf.data.manifest import read_manifest
 from tsf.data.stream import ShardStream, epoch_plan
-from tsf.data.synth import generate
 
 OPTIONS = dict(num_frames=4, crop_size=16, short_side_range=(16, 20), hflip=True)
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stream")
-    data = generate("appearance", root / "data", videos_per_class=6)  # 4 classes: 24 videos, ~19 in train
-    assert main(["data", "shard", str(data), "--out", str(root / "shards"), "--shard-size", "4KB", "--workers", "1",
-                 "--no-progress"]) == 0
-    return data, root / "shards"
+def shards(small_shards):
+    return small_shards
 
 
 def _indices(stream, epoch, workers, batch, start=0):

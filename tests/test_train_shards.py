@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import synthetic_shards
 from tsf.cli import main
 from tsf.data import VideoDataConfig, build_video_datasets
 from tsf.data.manifest import read_manifest
-from tsf.data.synth import generate
 from tsf.model import TimeSformerConfig, create_model
 from tsf.training import Callback, TrainConfig, Trainer
 from tsf.training.checkpoint import ShardedShuffleSampler
@@ -28,11 +28,7 @@ RUN = ["--model", "tiny", "--sampling-rate", "1", "--optimizer", "adamw", "--gra
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_shards")
-    folder = generate("appearance", root / "data", videos_per_class=10)
-    assert main(["data", "shard", str(folder), "--out", str(root / "shards"), "--shard-size", "8KB", "--workers", "1",
-                 "--no-progress"]) == 0
-    return folder, root / "shards"
+    return synthetic_shards(tmp_path_factory.mktemp("train_shards"), videos_per_class=10, shard_size="8KB")
 
 
 def records(run_dir: Path, kind: str) -> list[dict]:

@@ -157,13 +157,8 @@ def _attend(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     S, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
     dropping = attn.training and attn.attn_drop > 0
     cpu_plain = qkv.device.type == "cpu" and _autocast_dtype("cpu") is None
-    if cpu_plain and qkv.dtype == torch.bfloat16:
-        if not attn.fused:
-            qkv = qkv.float()
-        elif not dropping and not torch.is_grad_enabled() and L <= SHORT_SEQUENCE:
-            q, k, v = qkv.reshape(S, L, 3, attn.num_heads, D // attn.num_heads).permute(2, 0, 3, 1, 4)
-            x = torch.matmul(q, k.transpose(-2, -1)).mul_(attn.scale).softmax(dim=-1) @ v
-            return x.transpose(1, 2).reshape(S, L, D)
+    if cpu_plain and qkv.dtype == torch.bfloat16 and not attn.fused:
+        qkv = qkv.float()
     # CPU bf16 training: batched bf16 matmuls at any length (SDPA's CPU flash backward is slow in bf16:
     # 15% of a base 8x224 step), as transformers' explicit attention does under autocast
     cpu_bf16_training = (qkv.device.type == "cpu" and torch.is_grad_enabled()

@@ -51,7 +51,6 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
     Returns:
         ``(train, val)``; val is None when the folder has no ``val.csv``.
     """
-    classes = data_folder_classes(data_dir)
     clip_options = dict(num_frames=model_config.num_frames, sampling_rate=data.sampling_rate, sampling=data.sampling,
                         crop_size=model_config.img_size, reader=data.reader, max_bad_fraction=data.max_bad_fraction,
                         target_fps=data.target_fps or None)
@@ -67,6 +66,7 @@ def build_video_datasets(data_dir: PathLike, model_config, data: VideoDataConfig
             val = ShardVideos(source, "val", train=False, num_temporal_clips=data.val_temporal_clips,
                               num_spatial_crops=data.val_spatial_crops, seed=seed, **clip_options)
         return train, val
+    classes = data_folder_classes(data_dir)
     root = Path(data_dir)
 
     def dataset(split: str, train: bool, temporal_clips: int = 1, spatial_crops: int = 1):
