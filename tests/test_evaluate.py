@@ -57,7 +57,11 @@ def test_evaluate_python_api_on_the_official_fixture(tmp_path_factory, tmp_path)
         evaluate(model, folder, num_workers=0, progress=False)
     views = tsf.data.VideoClipDataset(tsf.data.read_manifest(folder / "val.csv"), num_frames=model.config.num_frames,
                                       crop_size=model.config.img_size, train=False, num_spatial_crops=3)
-    result = evaluate(model, views, num_workers=0, out_dir=tmp_path, progress=False)
+    scopes = []  # every batch runs in one TimeSformer.fixed_weights() scope: the weight caches checked once
+    model.patch_embed.proj.register_forward_pre_hook(lambda module, args: scopes.append(model.blocks[0].fixed_weights_scope))
+    result = evaluate(model, views, num_workers=0, out_dir=tmp_path, progress=False, batch_size=4)
+    assert len(scopes) > 1 and scopes[0] is not None and all(s is scopes[0] for s in scopes)
+    assert model.blocks[0].fixed_weights_scope is None
     assert result.probabilities.shape[1] == 5 and result.views.tolist() == [3] * result.num_videos
     assert np.allclose(result.probabilities.sum(1), 1, atol=1e-5)
     assert result.class_names == [f"class_{i}" for i in range(5)]

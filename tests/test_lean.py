@@ -222,6 +222,43 @@ def test_bf16_weight_cache_follows_weight_edits():
     assert ((after - expected).norm() / expected.norm()) < 0.02
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fixed_weights_checks_the_weight_caches_once_per_scope(precision):
+    model = tiny("divided_space_time").eval()
+    x = clip(batch=1)
+    # fc2's cast copy and the folded temporal_fc: the caches on every CPU path (oneDNN or not)
+    edited = [model.blocks[1].mlp.fc2.weight, model.blocks[1].temporal_fc.weight]
+
+    def logits():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return model(x).float()
+
+    def reference():
+        with model.lean_path(False):
+            return logits()
+
+    def close(a, b):
+        return ((a - b).norm() / b.norm()) < (0.02 if precision == "bf16" else 1e-5)
+
+    original = logits()
+    with torch.no_grad():
+        for w in edited:
+            w.data.mul_(3)  # before the scope: its first call checks the contents and sees it
+    with model.fixed_weights():
+        tripled = logits()
+        assert close(tripled, reference()) and not close(tripled, original)
+        with torch.no_grad():
+            for w in edited:
+                w.mul_(2)  # a version-counted edit is still seen inside the scope
+        assert close(logits(), reference())
+        with torch.no_grad():
+            for w in edited:
+                w.data.div_(6)  # the scope's promise broken: not checked again, the cache is stale
+        assert not close(logits(), reference())
+    assert close(logits(), original), "outside the scope every call checks the contents again"
+    assert all(block.fixed_weights_scope is None for block in model.blocks)
+
+
 @pytest.mark.parametrize(("flags", "inference"), [
     ({"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}, "bf16"),  # Sapphire Rapids
     ({"avx512f", "avx512_vnni", "avx512_bf16"}, "bf16"),  # Zen 4/5, Cooper Lake: AVX512-BF16, no AMX

@@ -53,7 +53,10 @@ def test_timeline_over_a_long_video_follows_its_segments(tmp_path_factory, tmp_p
     videos = val_videos(data)[:3]
     seconds = concatenate([v for v, _ in videos], tmp_path / "long.mp4")
     model = tsf.from_pretrained(run_dir / "best.pt")
-    windows = timeline(model, tmp_path / "long.mp4", window=seconds, stride=seconds)
+    scopes = []  # every batch of windows runs in one TimeSformer.fixed_weights() scope
+    model.patch_embed.proj.register_forward_pre_hook(lambda module, args: scopes.append(model.blocks[0].fixed_weights_scope))
+    windows = timeline(model, tmp_path / "long.mp4", window=seconds, stride=seconds, batch_size=1)
+    assert len(scopes) == 3 and scopes[0] is not None and all(s is scopes[0] for s in scopes)
     assert [(round(w.start, 3), round(w.end, 3)) for w in windows] == [
         (round(i * seconds, 3), round((i + 1) * seconds, 3)) for i in range(3)]
     classes = model.config.class_names

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -245,7 +245,7 @@ class _Linears:
 
 _FOLD = object()  # the folded temporal projection, as a key of _Linears.weights
 _PLAIN = _Linears()
-# dtype -> block -> (key, sums, weights): its nn.Linear weights and the temporal fold, cast and reordered
+# dtype -> block -> (key, sums, scope, weights): its nn.Linear weights and the temporal fold, cast and reordered
 _CASTS: dict[torch.dtype, weakref.WeakKeyDictionary] = {}
 
 
@@ -266,37 +266,31 @@ def _onednn_linear(dtype: torch.dtype) -> bool:
 
 def _cpu_linears(block: nn.Module, dtype: torch.dtype) -> _Linears:
     """The block's ``nn.Linear`` weights (and the folded temporal projection) in ``dtype``,
-    reordered for oneDNN where it runs (``_onednn_linear``), cached by the rule of
-    ``_folded_temporal_projection``: rebuilt when a tensor's storage, version counter or sum
-    changes (the sums read every weight: ~7% of a bf16 forward pass at batch 1 on the AMX Xeon,
-    where the matmuls are fast; casting every weight, as autocast does on every call, costs more).
-    Holds one reordered copy of the block's weights: fp32 doubles the memory of the weights, bf16
-    adds half."""
+    reordered for oneDNN where it runs (``_onednn_linear``), cached (``_cached``): casting every
+    weight, as autocast does on every call, costs more than the cache's check. Holds one reordered
+    copy of the block's weights: fp32 doubles the memory of the weights, bf16 adds half."""
     linears = [m for m in block.modules() if type(m) is nn.Linear]
+
+    def build() -> dict:
+        pack = _onednn_linear(dtype)
+        sources = {m: (m.weight, m.bias) for m in linears}
+        t = getattr(block, "temporal_attn", None)
+        if t is not None and type(t.proj) is nn.Linear and type(block.temporal_fc) is nn.Linear:
+            sources[_FOLD] = _folded_temporal_projection(block)
+        weights = {}
+        for module, (w, b) in sources.items():
+            w, b = w.to(dtype), None if b is None else b.to(dtype)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w) if pack else None
+            keep = packed is None or module is block.attn.qkv  # _cls_attention slices the plain qkv weight
+            weights[module] = (w if keep else None, b, packed)
+        return weights
+
     tensors = [t for m in linears for t in (m.weight, m.bias) if t is not None]
-    cache = _CASTS.setdefault(dtype, weakref.WeakKeyDictionary())
     with torch.inference_mode(False), torch.no_grad(), torch.autocast("cpu", enabled=False):
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
-        sums = torch.stack([t.sum() for t in tensors]) if tensors else torch.zeros(0)
-        cached = cache.get(block)
-        if cached is None or cached[0] != key or not torch.equal(cached[1], sums):
-            pack = _onednn_linear(dtype)
-            sources = {m: (m.weight, m.bias) for m in linears}
-            t = getattr(block, "temporal_attn", None)
-            if t is not None and type(t.proj) is nn.Linear and type(block.temporal_fc) is nn.Linear:
-                sources[_FOLD] = _folded_temporal_projection(block)
-            weights = {}
-            for module, (w, b) in sources.items():
-                w, b = w.to(dtype), None if b is None else b.to(dtype)
-                packed = torch.ops.mkldnn._reorder_linear_weight(w) if pack else None
-                keep = packed is None or module is block.attn.qkv  # _cls_attention slices the plain qkv weight
-                weights[module] = (w if keep else None, b, packed)
-            cached = (key, sums, weights)
-            cache[block] = cached
-    return _Linears(cached[2], dtype)
+        return _Linears(_cached(_CASTS.setdefault(dtype, weakref.WeakKeyDictionary()), block, tensors, build), dtype)
 
 
-# block -> (key, sums, weight, bias); weak, so that the cache dies with the block
+# block -> (key, sums, scope, (weight, bias)) of its folded temporal projection
 _FOLDS: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
@@ -304,23 +298,33 @@ def _folded_temporal_projection(block: nn.Module) -> tuple[torch.Tensor, torch.T
     """``temporal_fc(temporal_attn.proj(a))`` as one linear map ``(W_fc W_proj, W_fc b_proj + b_fc)``
     (inference only: dropout and drop path sit between the two in training).
 
-    On CPU the product is cached and recomputed when any of the four tensors changes: keyed on
-    their storage and version counters (optimiser steps, ``load_state_dict``, in-place edits)
-    plus their sums (edits through ``.data``, which bypass version counters). On GPU it is
-    recomputed every forward: 0.9 GFLOP is nothing there, and the check would synchronise.
+    On CPU the product is cached (``_cached``). On GPU it is recomputed every forward: 0.9 GFLOP
+    is nothing there, and the cache's check would synchronise.
     """
     proj, fc = block.temporal_attn.proj, block.temporal_fc
-    tensors = (proj.weight, proj.bias, fc.weight, fc.bias)
     with torch.inference_mode(False), torch.no_grad(), _autocast_off(proj.weight.device.type):
+        fold = lambda: (fc.weight @ proj.weight, torch.addmv(fc.bias, fc.weight, proj.bias))  # noqa: E731
         if proj.weight.device.type != "cpu":
-            return fc.weight @ proj.weight, torch.addmv(fc.bias, fc.weight, proj.bias)
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
-        sums = torch.stack([t.sum() for t in tensors])
-        cached = _FOLDS.get(block)
-        if cached is None or cached[0] != key or not torch.equal(cached[1], sums):
-            cached = (key, sums, fc.weight @ proj.weight, torch.addmv(fc.bias, fc.weight, proj.bias))
-            _FOLDS[block] = cached
-        return cached[2], cached[3]
+            return fold()
+        return _cached(_FOLDS, block, (proj.weight, proj.bias, fc.weight, fc.bias), fold)
+
+
+def _cached(cache: weakref.WeakKeyDictionary, block: nn.Module, tensors, build: Callable[[], object]):
+    """``build()``, a value derived from ``tensors`` (the block's weights), cached in ``cache`` for
+    ``block`` until one of them changes: keyed on their storages and version counters (optimiser
+    steps, ``load_state_dict``, in-place edits) plus their sums (edits through ``.data``, which
+    bypass version counters). The sums read every weight (~6% of a bf16 forward pass at batch 1 on
+    an AMX CPU, where the matmuls are fast), so inside ``TimeSformer.fixed_weights()`` (the block's
+    ``fixed_weights_scope``) they are checked on the first call only."""
+    key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+    scope = block.fixed_weights_scope
+    entry = cache.get(block)  # (key, sums, scope it was checked in, value)
+    if entry is not None and entry[0] == key and scope is not None and entry[2] is scope:
+        return entry[3]
+    sums = torch.stack([t.sum() for t in tensors]) if tensors else torch.zeros(0)
+    value = entry[3] if entry is not None and entry[0] == key and torch.equal(entry[1], sums) else build()
+    cache[block] = (key, sums, scope, value)
+    return value
 
 
 def _add_into(owned: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ window as one clip of ``num_frames`` frames spread evenly over it (pick ``window
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -29,6 +30,7 @@ from . import runtime
 from .data import clip_indices, normalize, open_video
 from .data.transforms import short_side_scale, spatial_crop
 from .errors import ConfigError
+from .model import TimeSformer
 from .runtime import PathLike
 
 
@@ -138,17 +140,19 @@ def timeline(
         # every window lies inside the video; a video shorter than one window is one window
         spans = [(float(start), min(float(start) + window, duration))
                  for start in np.arange(0.0, max(duration - window, 0.0) + 1e-9, stride)]
-        for first in tqdm(range(0, len(spans), batch_size), desc=f"windows of {Path(video).name}", unit="batch",
-                          disable=not progress):
-            chunk = spans[first:first + batch_size]
-            views = []
-            for start, end in chunk:
-                begin = int(round(start * fps))
-                last = min(max(begin, int(round(end * fps)) - 1), frames - 1)
-                views.append((np.linspace(begin, last, model.config.num_frames).round().astype(int).tolist(), 0, 1))
-            probabilities, features = _run_views(model, reader, views, device, precision)
-            predictions += [_prediction(model, video, p, f, topk, start, end)
-                            for (start, end), p, f in zip(chunk, probabilities, features)]
+        fixed = model.fixed_weights() if isinstance(model, TimeSformer) else contextlib.nullcontext()
+        with fixed:  # the lean path checks its weight caches once, not per batch
+            for first in tqdm(range(0, len(spans), batch_size), desc=f"windows of {Path(video).name}", unit="batch",
+                              disable=not progress):
+                chunk = spans[first:first + batch_size]
+                views = []
+                for start, end in chunk:
+                    begin = int(round(start * fps))
+                    last = min(max(begin, int(round(end * fps)) - 1), frames - 1)
+                    views.append((np.linspace(begin, last, model.config.num_frames).round().astype(int).tolist(), 0, 1))
+                probabilities, features = _run_views(model, reader, views, device, precision)
+                predictions += [_prediction(model, video, p, f, topk, start, end)
+                                for (start, end), p, f in zip(chunk, probabilities, features)]
     return predictions
 
 

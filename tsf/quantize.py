@@ -90,12 +90,15 @@ def _uint8_params(low: float, high: float) -> tuple[float, int]:
 
 
 def _to_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
-    """``x`` quantized to a plain uint8 tensor (saturating), in one fused kernel where PyTorch has it."""
+    """``x`` quantized to a plain uint8 tensor (saturating), in one fused kernel."""
     if x.dtype != torch.float32:
         x = x.float()
     with warnings.catch_warnings():  # quantized-tensor constructors warn of a future migration
         warnings.simplefilter("ignore")
-        return torch.quantize_per_tensor(x, scale, zero_point, torch.quint8).int_repr()
+        q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+    # its bytes as a plain uint8 tensor: int_repr() would copy them, at more than the quantization's cost
+    return torch.empty(0, dtype=torch.uint8, device=x.device).set_(q.untyped_storage(), q.storage_offset(), q.shape,
+                                                                  q.stride())
 
 
 class Int8Linear(nn.Module):

@@ -58,6 +58,7 @@ class InferencePath:
     note: str = ""
     setup_s: float = 0.0
     extra: dict = field(default_factory=dict)
+    model: Optional[TimeSformer] = None  # the tsf model behind the row, its weights fixed while timed
 
 
 def applicable(settings: BenchSettings, device: torch.device) -> tuple[list[str], dict[str, str]]:
@@ -107,7 +108,7 @@ def build_paths(model: TimeSformer, hf: Optional[nn.Module], settings: BenchSett
         precision = runtime.resolve_precision(settings.precision, device)
         precisions = ([precision] + (["fp32"] if settings.full and precision != "fp32" else []))
         for p in precisions:
-            rows.append(InferencePath(f"tsf_{p}", "tsf", p, _autocast(model, p, device), baseline=f"hf_{p}"))
+            rows.append(InferencePath(f"tsf_{p}", "tsf", p, _autocast(model, p, device), baseline=f"hf_{p}", model=model))
             if settings.compile:
                 rows.append(InferencePath(f"tsf_compiled_{p}", "tsf", p, _autocast(torch.compile(model), p, device),
                                           baseline=f"hf_{p}"))
@@ -117,15 +118,16 @@ def build_paths(model: TimeSformer, hf: Optional[nn.Module], settings: BenchSett
 
     units = cpu.matrix_units()
     if "fp32" in chosen:
-        rows.append(InferencePath("tsf_fp32", "tsf", "fp32", model, baseline="hf_fp32"))
+        rows.append(InferencePath("tsf_fp32", "tsf", "fp32", model, baseline="hf_fp32", model=model))
         if settings.full:
             rows.append(InferencePath("tsf_fp32_explicit", "tsf", "fp32", _explicit(model), baseline="hf_fp32",
-                                      note="explicit softmax attention, as for attention maps"))
+                                      note="explicit softmax attention, as for attention maps", model=model))
         if hf is not None:
             rows.append(InferencePath("hf_fp32", "hf", "fp32", _hf_logits(hf), layout="hf"))
     if "bf16" in chosen:
         note = "" if units.bf16 else "emulated: this CPU has no bf16 matrix units"
-        rows.append(InferencePath("tsf_bf16", "tsf", "bf16", _autocast(model, "bf16", device), baseline="hf_bf16", note=note))
+        rows.append(InferencePath("tsf_bf16", "tsf", "bf16", _autocast(model, "bf16", device), baseline="hf_bf16", note=note,
+                                  model=model))
         if hf is not None:
             rows.append(InferencePath("hf_bf16", "hf", "bf16", _autocast(_hf_logits(hf), "bf16", device), layout="hf",
                                       note=note))
@@ -134,11 +136,13 @@ def build_paths(model: TimeSformer, hf: Optional[nn.Module], settings: BenchSett
         static = "onednn" in kernels()
         int8 = quantize(model, calibration=calibration if static else None)
         rows.append(InferencePath("tsf_int8", "tsf", "int8", int8, baseline="hf_int8", setup_s=time.perf_counter() - start,
+                                  model=int8,
                                   note=(f"static, calibrated on {calibration.shape[0]} clips, oneDNN" if static
                                         else "dynamic (no oneDNN qlinear in this build)")))
         if settings.full and static:
-            rows.append(InferencePath("tsf_int8_dynamic", "tsf", "int8", quantize(model), baseline="hf_int8",
-                                      note="dynamic (no calibration), oneDNN"))
+            dynamic = quantize(model)
+            rows.append(InferencePath("tsf_int8_dynamic", "tsf", "int8", dynamic, baseline="hf_int8",
+                                      note="dynamic (no calibration), oneDNN", model=dynamic))
         if hf is not None:
             start = time.perf_counter()
             with warnings.catch_warnings():

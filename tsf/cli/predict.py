@@ -69,21 +69,22 @@ def run(args: argparse.Namespace) -> int:
     model, sampling = load_model(args.checkpoint, args.num_heads, args.trust_checkpoint)
     sampling = sampling_from_flags(sampling, args)
     results, skipped = [], []
-    for video in tqdm(args.videos, unit="video", desc="predict", disable=len(args.videos) < 2 or None):
-        try:
-            if not video.is_file():
-                raise VideoReadError(str(video), "missing", "no such file")
-            if args.window is not None:
-                results.append((video, timeline(model, video, args.window, args.stride, args.topk, device=args.device,
-                                                precision=args.precision, progress=len(args.videos) == 1)))
-            else:
-                results.append((video, [predict(model, video, args.topk, args.temporal_clips, args.spatial_crops,
-                                                device=args.device, precision=args.precision, **sampling)]))
-        except VideoReadError as error:
-            if args.strict:
-                raise ValueError(f"{error} (--strict: nothing was written)") from None
-            print(f"tsf predict: warning: skipped {video}: {error.reason}", file=sys.stderr)
-            skipped.append({"video": str(video), "reason": error.reason})
+    with model.fixed_weights():  # nothing edits the weights between videos: their caches are checked once
+        for video in tqdm(args.videos, unit="video", desc="predict", disable=len(args.videos) < 2 or None):
+            try:
+                if not video.is_file():
+                    raise VideoReadError(str(video), "missing", "no such file")
+                if args.window is not None:
+                    results.append((video, timeline(model, video, args.window, args.stride, args.topk, device=args.device,
+                                                    precision=args.precision, progress=len(args.videos) == 1)))
+                else:
+                    results.append((video, [predict(model, video, args.topk, args.temporal_clips, args.spatial_crops,
+                                                    device=args.device, precision=args.precision, **sampling)]))
+            except VideoReadError as error:
+                if args.strict:
+                    raise ValueError(f"{error} (--strict: nothing was written)") from None
+                print(f"tsf predict: warning: skipped {video}: {error.reason}", file=sys.stderr)
+                skipped.append({"video": str(video), "reason": error.reason})
     if not results:
         raise ValueError(f"none of the {len(args.videos)} video(s) could be read; nothing was written")
     flat = [p for _, predictions in results for p in predictions]
