@@ -16,7 +16,6 @@ window as one clip of ``num_frames`` frames spread evenly over it (pick ``window
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -30,7 +29,6 @@ from . import runtime
 from .data import clip_indices, normalize, open_video
 from .data.transforms import short_side_scale, spatial_crop
 from .errors import ConfigError
-from .model import TimeSformer
 from .runtime import PathLike
 
 
@@ -140,8 +138,7 @@ def timeline(
         # every window lies inside the video; a video shorter than one window is one window
         spans = [(float(start), min(float(start) + window, duration))
                  for start in np.arange(0.0, max(duration - window, 0.0) + 1e-9, stride)]
-        fixed = model.fixed_weights() if isinstance(model, TimeSformer) else contextlib.nullcontext()
-        with fixed:  # the lean path checks its weight caches once, not per batch
+        with model.fixed_weights():  # the lean path checks its weight caches once, not per batch
             for first in tqdm(range(0, len(spans), batch_size), desc=f"windows of {Path(video).name}", unit="batch",
                               disable=not progress):
                 chunk = spans[first:first + batch_size]
